@@ -1,0 +1,144 @@
+"""Architecture knowledge in one place: where the layer stacks live, which family a model is, what each layer does.
+
+Layer stacks are found generically: an ``nn.ModuleList`` whose blocks are transformers'
+``GradientCheckpointingLayer`` (every 5.x model) or are named in ``model._no_split_modules``. The first stack is
+multiplexed at layer K; a second stack (the decoder of an encoder-decoder model) runs entirely on composites.
+
+| family          | stacks (examples)                    | mux at          | demux at                    | head reads          |
+|-----------------|--------------------------------------|-----------------|-----------------------------|---------------------|
+| encoder         | bert.encoder.layer, distilbert...    | layer K         | output of the last layer    | CLS (position 0)    |
+| decoder         | model.layers (LLaMA, Qwen2), h (GPT-2)| layer K        | last layer, before the norm | last real token     |
+| encoder-decoder | encoder.block + decoder.block (T5)   | encoder block K | last decoder block          | decoder positions   |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import nn
+
+from revmux.mux import check_divisible
+
+Family = Literal["encoder", "decoder", "encoder-decoder"]
+# What the layer does for one adapter: run untouched, multiplex its input, take the first of each group of its
+# input (identical decoder inputs), or run on composites with shrunk arguments. ``demux`` marks the last layer.
+RoleKind = Literal["pass", "mux", "collapse", "carry"]
+
+
+@dataclass(frozen=True)
+class LayerRole:
+    kind: RoleKind
+    demux: bool = False
+
+
+@dataclass(frozen=True)
+class MuxPlan:
+    family: Family
+    stacks: tuple[str, ...]
+    hidden_size: int
+    roles: dict  # layer key (e.g. "bert.encoder.layer.3") -> LayerRole
+
+
+def _unwrapped(layer: nn.Module) -> nn.Module:
+    return layer.get_base_layer() if hasattr(layer, "get_base_layer") else layer
+
+
+def _is_block(layer: nn.Module, no_split: set[str]) -> bool:
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layer = _unwrapped(layer)
+    return isinstance(layer, GradientCheckpointingLayer) or type(layer).__name__ in no_split
+
+
+def find_layer_stacks(model: nn.Module) -> list[str]:
+    """Dotted paths of the outermost ModuleLists of transformer blocks, in registration order."""
+    no_split = set(getattr(model, "_no_split_modules", None) or [])
+    found: list[str] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(f + ".") for f in found):
+            continue  # inside a stack already found
+        if isinstance(module, nn.ModuleList) and len(module) and all(_is_block(m, no_split) for m in module):
+            found.append(name)
+    return found
+
+
+def model_family(model: nn.Module, first_stack: nn.ModuleList) -> Family:
+    config = getattr(model, "config", None)
+    if getattr(config, "is_encoder_decoder", False):
+        return "encoder-decoder"
+    causal = any(getattr(m, "is_causal", False) is True for m in _unwrapped(first_stack[0]).modules())
+    return "decoder" if causal else "encoder"
+
+
+def hidden_size_of(model: nn.Module) -> int:
+    config = getattr(model, "config", None)
+    size = getattr(config, "hidden_size", None) if config is not None else None
+    if size is None and hasattr(model, "get_input_embeddings"):
+        size = model.get_input_embeddings().embedding_dim
+    if size is None:
+        raise ValueError("Could not determine the model's hidden size; the model needs config.hidden_size.")
+    return int(size)
+
+
+def plan_injection(model: nn.Module, stacks: list[str] | None, compose_size: int,
+                   combine_first: int | None) -> MuxPlan:
+    """Resolve the layer stacks and the role of every layer for one adapter.
+
+    Raises:
+        ValueError: if no layer stack is found, several are found where one is expected, the hidden size is not
+            divisible by N, K is out of range, or the model uses flex attention.
+    """
+    attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    if attn == "flex_attention":
+        raise ValueError(
+            "attn_implementation='flex_attention' is not supported: its BlockMask cannot be combined per group of "
+            "multiplexed instances. Load the model with attn_implementation='sdpa' or 'eager'."
+        )
+    if stacks is None:
+        stacks = find_layer_stacks(model)
+        if not stacks:
+            raise ValueError(
+                f"No layer stack found in {type(model).__name__}: revmux looks for an nn.ModuleList of transformer "
+                "blocks. Pass RevMuxConfig(target_modules=['path.to.layers']) naming the ModuleList of blocks."
+            )
+    else:
+        for path in stacks:
+            try:
+                module = model.get_submodule(path)
+            except AttributeError:
+                module = None
+            if not isinstance(module, nn.ModuleList) or not len(module):
+                raise ValueError(
+                    f"target_modules entry {path!r} is not a non-empty nn.ModuleList of layers in "
+                    f"{type(model).__name__}. Found layer stacks: {find_layer_stacks(model) or 'none'}."
+                )
+    expected = 2 if getattr(getattr(model, "config", None), "is_encoder_decoder", False) else 1
+    if len(stacks) != expected:
+        raise ValueError(
+            f"Expected {expected} layer stack(s) in {type(model).__name__} but found {stacks}. Pass "
+            "RevMuxConfig(target_modules=[...]) with the stack to multiplex (and, for an encoder-decoder, the "
+            "decoder stack second)."
+        )
+
+    hidden_size = hidden_size_of(model)
+    check_divisible(hidden_size, compose_size)
+
+    mux_stack = model.get_submodule(stacks[0])
+    n_layers = len(mux_stack)
+    k = n_layers // 2 if combine_first is None else combine_first
+    if not 0 <= k < n_layers:
+        raise ValueError(
+            f"combine_first={k} is out of range for the {n_layers}-layer stack {stacks[0]!r}: it must satisfy "
+            f"0 <= combine_first <= {n_layers - 1} (layers [0, K) run per instance, [K, {n_layers}) on composites)."
+        )
+
+    roles: dict[str, LayerRole] = {}
+    for i in range(n_layers):
+        kind = "pass" if i < k else ("mux" if i == k else "carry")
+        roles[f"{stacks[0]}.{i}"] = LayerRole(kind, demux=len(stacks) == 1 and i == n_layers - 1)
+    if len(stacks) == 2:
+        n_dec = len(model.get_submodule(stacks[1]))
+        for i in range(n_dec):
+            roles[f"{stacks[1]}.{i}"] = LayerRole("collapse" if i == 0 else "carry", demux=i == n_dec - 1)
+    return MuxPlan(model_family(model, mux_stack), tuple(stacks), hidden_size, roles)

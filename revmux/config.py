@@ -1,0 +1,89 @@
+"""RevMuxConfig: the adapter's configuration, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional, Union
+
+from peft.config import PeftConfig
+
+from revmux.registration import register_peft_type
+
+MUX_TYPES = ("revmux", "ora", "adapter")
+
+
+@dataclass
+class RevMuxConfig(PeftConfig):
+    """Configuration of a RevMUX data-multiplexing adapter.
+
+    N = ``compose_size`` instances are mixed into one composite after the first K = ``combine_first`` layers of
+    the multiplexed layer stack; the remaining layers run once per group of N, and a demultiplexer restores the
+    N instances before the model's own head.
+
+    Raises:
+        ValueError: for a compose size below 2, a negative ``combine_first``, an unknown ``mux_type``, a dropout
+            outside [0, 1), or non-positive hidden sizes. Checks that need the model (hidden size divisible by N,
+            K within the stack) run when the adapter is injected.
+    """
+
+    compose_size: int = field(
+        default=2,
+        metadata={"help": "N, the number of instances multiplexed into one composite (>= 2). "
+                          "The model's hidden size must be divisible by N."},
+    )
+    combine_first: Optional[int] = field(
+        default=None,
+        metadata={"help": "K, the number of layers of the multiplexed stack that run on each instance before "
+                          "mixing (0 <= K < number of layers). Default: half of the stack."},
+    )
+    mux_type: Literal["revmux", "ora", "adapter"] = field(
+        default="revmux",
+        metadata={"help": "'revmux': reversible multiplexer and reverse demultiplexer (the paper's method); "
+                          "'ora': reversible multiplexer, MLP demultiplexer; 'adapter': vanilla MLP adapters."},
+    )
+    coupling_hidden_size: Optional[int] = field(
+        default=None,
+        metadata={"help": "Inner width of each coupling function F_n (d/N -> width -> d/N). Default: hidden size d."},
+    )
+    demux_hidden_size: Optional[int] = field(
+        default=None,
+        metadata={"help": "Inner width of the up-projection (revmux) or demultiplexing MLP (ora, adapter). "
+                          "Default: 3 * hidden size, as in the paper."},
+    )
+    dropout: float = field(default=0.1, metadata={"help": "Dropout inside the adapter MLPs (training only)."})
+    target_modules: Optional[Union[list[str], str]] = field(
+        default=None,
+        metadata={"help": "Dotted paths of the nn.ModuleList layer stacks, e.g. ['bert.encoder.layer'] or "
+                          "['encoder.block', 'decoder.block']. The first stack is multiplexed at combine_first; a "
+                          "second (the decoder of an encoder-decoder) runs entirely on composites. "
+                          "Default: found automatically."},
+    )
+    modules_to_save: Optional[list[str]] = field(
+        default=None,
+        metadata={"help": "Modules besides the adapter to train and save, e.g. ['classifier']. For SEQ_CLS, PEFT adds "
+                          "the classification head automatically."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.peft_type = register_peft_type()
+        if isinstance(self.target_modules, str):
+            self.target_modules = [self.target_modules]
+        if not isinstance(self.compose_size, int) or self.compose_size < 2:
+            raise ValueError(
+                f"compose_size must be an integer >= 2 (N instances per composite), got {self.compose_size!r}. "
+                "For N=1 use the base model without an adapter."
+            )
+        if self.combine_first is not None and (not isinstance(self.combine_first, int) or self.combine_first < 0):
+            raise ValueError(
+                f"combine_first must be an integer >= 0 (layers run per instance before mixing), "
+                f"got {self.combine_first!r}; leave it None for half of the layer stack."
+            )
+        if self.mux_type not in MUX_TYPES:
+            raise ValueError(f"Unknown mux_type {self.mux_type!r}; choose one of {', '.join(MUX_TYPES)}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}.")
+        for name in ("coupling_hidden_size", "demux_hidden_size"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}.")

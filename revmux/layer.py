@@ -1,0 +1,148 @@
+"""RevMuxLayer: a wrapper around one transformer block that plays its role in the multiplexed forward pass.
+
+Every block of the layer stacks is wrapped. Per adapter, a block either runs untouched (``pass``, layers before K),
+multiplexes its input (``mux``, layer K: B instances -> G composites, owns the adapter weights), collapses
+identical decoder inputs (``collapse``, first decoder block of an encoder-decoder), or runs on composites
+(``carry``); the last block also demultiplexes its output (G composites -> B instances) for the model's own head.
+Every block after the mux point receives its batch-sized arguments shrunk to G rows (``grouping.py``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+
+from revmux.architectures import LayerRole
+from revmux.grouping import collapse_identical, pad_to_groups, reduce_layer_argument
+from revmux.mux import Multiplexer, build_multiplexer
+
+
+@dataclass
+class GroupState:
+    """Facts one adapter's layers share during a forward pass (a plain object: holds no weights)."""
+
+    compose_size: int
+    family: str
+    multiplexer: Optional[Multiplexer] = None  # owned (registered) by the mux layer
+    batch_size: Optional[int] = None  # B of the current forward, set by the mux layer
+    attention_mask: Optional[torch.Tensor] = None  # the model's 2-D input mask, set by RevMuxModel's pre-hook
+
+
+def execution_device_and_dtype(module: nn.Module) -> tuple[Optional[torch.device], Optional[torch.dtype]]:
+    """Where a block computes (accelerate's offload hook wins over parameter placement) and its float dtype."""
+    hook = getattr(module, "_hf_hook", None)
+    device = getattr(hook, "execution_device", None)
+    dtype = None
+    for p in module.parameters():
+        if p.is_floating_point():
+            device = device if device is not None else (None if p.device.type == "meta" else p.device)
+            dtype = p.dtype
+            break
+    return (torch.device(device) if device is not None else None), dtype
+
+
+class RevMuxLayer(nn.Module, BaseTunerLayer):
+    """Wraps a transformer block; see the module docstring for the roles."""
+
+    adapter_layer_names = ("revmux_mux",)
+    other_param_names = ("revmux_role", "revmux_state")
+
+    def __init__(self, base_layer: nn.Module, adapter_name: str, role: LayerRole, state: GroupState, config,
+                 hidden_size: int):
+        super().__init__()
+        self.base_layer = base_layer
+        self.revmux_mux = nn.ModuleDict()
+        self.revmux_role: dict[str, LayerRole] = {}
+        self.revmux_state: dict[str, GroupState] = {}
+        self._active_adapter = adapter_name
+        self.merged_adapters = []
+        params = inspect.signature(base_layer.forward).parameters.values()
+        self._arg_names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        self.update_layer(adapter_name, role, state, config, hidden_size)
+
+    def update_layer(self, adapter_name: str, role: LayerRole, state: GroupState, config, hidden_size: int) -> None:
+        self.revmux_role[adapter_name] = role
+        self.revmux_state[adapter_name] = state
+        if role.kind == "mux":
+            mux = build_multiplexer(config.mux_type, hidden_size, config.compose_size, config.coupling_hidden_size,
+                                    config.demux_hidden_size, config.dropout)
+            device, dtype = execution_device_and_dtype(self.base_layer)
+            self.revmux_mux[adapter_name] = mux.to(device=device, dtype=dtype)
+            state.multiplexer = self.revmux_mux[adapter_name]
+        self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base_layer":
+                raise
+            return getattr(self.base_layer, name)  # e.g. attention_type, read by some model loops
+
+    def merge(self, *args, **kwargs) -> None:
+        raise ValueError("RevMUX cannot be merged into the base model: the multiplexer changes the batch between "
+                         "layers, it is not a weight update. Use unload() to get the base model back.")
+
+    def unmerge(self) -> None:
+        pass  # nothing is ever merged
+
+    def _active_role(self) -> Optional[tuple[str, LayerRole]]:
+        if self.disable_adapters or not self.active_adapters:
+            return None
+        if len(self.active_adapters) > 1:
+            raise ValueError(f"RevMUX runs one adapter at a time, but {self.active_adapters} are active. "
+                             "Call model.set_adapter(name) with a single adapter name.")
+        name = self.active_adapters[0]
+        role = self.revmux_role.get(name)
+        return None if role is None or role.kind == "pass" else (name, role)
+
+    def forward(self, *args, **kwargs):
+        active = self._active_role()
+        if active is None:
+            return self.base_layer(*args, **kwargs)
+        name, role = active
+        state = self.revmux_state[name]
+        n = state.compose_size
+
+        # Name every argument except the hidden states, so batch-sized ones can be recognised.
+        if args:
+            hidden, rest = args[0], args[1:]
+        else:
+            hidden, rest = kwargs.pop(self._arg_names[0]), ()
+        if len(rest) > len(self._arg_names) - 1:
+            raise TypeError(f"{type(self.base_layer).__name__} received more positional arguments than it names.")
+        kwargs.update(zip(self._arg_names[1:], rest))
+
+        if role.kind == "mux":
+            state.batch_size = hidden.shape[0]
+            hidden = self._mux(name, hidden)  # (G, T, d)
+        elif role.kind == "collapse":
+            hidden = collapse_identical(hidden, n)  # (G, T_dec, d)
+        if state.batch_size is None:
+            raise RuntimeError("A multiplexed layer ran before the multiplexing layer; call the whole model.")
+        kwargs = {k: reduce_layer_argument(k, v, state.batch_size, n) for k, v in kwargs.items()}
+        out = self.base_layer(hidden, **kwargs)
+        if not role.demux:
+            return out
+        if isinstance(out, tuple):
+            return (self._demux(state, out[0]),) + out[1:]
+        return self._demux(state, out)
+
+    def _mux(self, name: str, hidden: torch.Tensor) -> torch.Tensor:
+        mux = self.revmux_mux[name]
+        weight = next(mux.parameters())
+        x = pad_to_groups(hidden, mux.compose_size)  # (G*N, T, d)
+        composite = mux(x.to(weight.device, weight.dtype))  # (G, T, d)
+        return composite.to(hidden.device, hidden.dtype)
+
+    @staticmethod
+    def _demux(state: GroupState, composite: torch.Tensor) -> torch.Tensor:
+        mux = state.multiplexer
+        weight = next(mux.parameters())
+        restored = mux.demux(composite.to(weight.device, weight.dtype))  # (G*N, T, d)
+        return restored[: state.batch_size].to(composite.device, composite.dtype)  # (B, T, d): dummies dropped

@@ -1,0 +1,162 @@
+"""RevMuxModel: the PEFT tuner that injects RevMUX into a Hugging Face model."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from typing import Any, Optional
+
+import torch
+from peft.tuners.tuners_utils import BaseTuner
+from torch import nn
+
+from revmux.architectures import MuxPlan, plan_injection
+from revmux.config import RevMuxConfig
+from revmux.layer import GroupState, RevMuxLayer
+
+MERGE_ERROR = (
+    "merge_and_unload() is impossible for RevMUX: a multiplexer changes the batch between layers, it is not a "
+    "weight update that can be folded into the base model. Use unload() to get the base model back, or keep the "
+    "PeftModel for multiplexed inference."
+)
+
+
+class RevMuxModel(BaseTuner):
+    """Wraps every block of the model's layer stacks in a ``RevMuxLayer`` and checks each forward's inputs.
+
+    Created by ``get_peft_model(model, RevMuxConfig(...))`` or ``revmux.get_revmux_model``; not meant to be
+    instantiated directly.
+    """
+
+    prefix: str = "revmux_"
+    tuner_layer_cls = RevMuxLayer
+    target_module_mapping: dict = {}
+
+    def __init__(self, model, config, adapter_name, low_cpu_mem_usage: bool = False, state_dict=None):
+        self._plans: dict[str, MuxPlan] = {}
+        self._states: dict[str, GroupState] = {}
+        super().__init__(model, config, adapter_name, low_cpu_mem_usage=low_cpu_mem_usage, state_dict=state_dict)
+        self._forward_params = list(inspect.signature(self.model.forward).parameters)
+        # Any wrapper tells whether adapters are enabled and which one is active: PEFT toggles all of them together.
+        # (kept out of nn.Module registration: it is one of the model's own layers, not a part of the tuner)
+        self.__dict__["_probe_layer"] = next(m for m in self.model.modules() if isinstance(m, RevMuxLayer))
+        self._input_check = self.model.register_forward_pre_hook(self._check_inputs, with_kwargs=True)
+
+    # ---- injection -------------------------------------------------------------------------------------------
+    def _adapter_name_of(self, peft_config: RevMuxConfig) -> str:
+        return next(name for name, conf in self.peft_config.items() if conf is peft_config)
+
+    def _prepare_adapter_config(self, peft_config: RevMuxConfig, model_config: dict) -> RevMuxConfig:
+        return peft_config  # resolved against the model in _prepare_model
+
+    def _prepare_model(self, peft_config: RevMuxConfig, model: nn.Module) -> None:
+        plan = plan_injection(model, peft_config.target_modules, peft_config.compose_size, peft_config.combine_first)
+        peft_config.target_modules = list(plan.stacks)
+        peft_config.combine_first = sum(role.kind == "pass" for role in plan.roles.values())
+        name = self._adapter_name_of(peft_config)
+        self._plans[name] = plan
+        self._states[name] = GroupState(peft_config.compose_size, plan.family)
+
+    def _check_target_module_exists(self, peft_config: RevMuxConfig, key: str) -> bool:
+        return key in self._plans[self._adapter_name_of(peft_config)].roles
+
+    def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key,
+                            parameter_name: Optional[str] = None) -> None:
+        plan = self._plans[adapter_name]
+        args = (adapter_name, plan.roles[current_key], self._states[adapter_name], peft_config, plan.hidden_size)
+        if isinstance(target, RevMuxLayer):
+            target.update_layer(*args)
+            return
+        new_module = RevMuxLayer(target, *args)
+        if adapter_name not in self.active_adapters:
+            new_module.requires_grad_(False)
+        self._replace_module(parent, target_name, new_module, target)
+
+    def _replace_module(self, parent, child_name, new_module, child) -> None:
+        setattr(parent, child_name, new_module)  # a block has no single .weight to re-home
+
+    @classmethod
+    def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
+        """``...revmux_mux.<adapter>.coupling.functions.0.0.weight`` -> ``...revmux_mux.coupling.functions.0.0.weight``.
+
+        The multiplexer is a nested module, so the adapter name sits deeper than PEFT's default rule looks; the same
+        rule is used for saving and (through the base class) for loading, so both stay symmetric.
+        """
+        return re.sub(rf"(\.{cls.prefix}\w+)\.{re.escape(adapter_name)}(?=\.|$)", r"\1", key)
+
+    # ---- what cannot be done -----------------------------------------------------------------------------------
+    def _check_merge_allowed(self):
+        raise ValueError(MERGE_ERROR)
+
+    def merge_adapter(self, *args, **kwargs) -> None:
+        raise ValueError(MERGE_ERROR)
+
+    def _unload_and_optionally_merge(self, merge: bool = True, progressbar: bool = False, safe_merge: bool = False,
+                                     adapter_names: Optional[list[str]] = None):
+        if merge:
+            raise ValueError(MERGE_ERROR)
+        self._input_check.remove()
+        return super()._unload_and_optionally_merge(merge=False, progressbar=progressbar, adapter_names=adapter_names)
+
+    def generate(self, *args, **kwargs):
+        """Greedy or sampled generation; beam search is rejected (beams would be multiplexed with each other).
+
+        Raises:
+            ValueError: if ``num_beams > 1`` while the adapter is enabled.
+        """
+        generation_config = kwargs.get("generation_config") or getattr(self.model, "generation_config", None)
+        num_beams = kwargs.get("num_beams") or getattr(generation_config, "num_beams", 1) or 1
+        if num_beams > 1 and self._active_state() is not None:
+            raise ValueError(
+                f"num_beams={num_beams} is not supported with RevMUX: beam search expands and reorders the batch, "
+                "which would multiplex beams and break the groups. Use greedy decoding or sampling (num_beams=1), or "
+                "run with `with model.disable_adapter():`."
+            )
+        return self.model.generate(*args, **kwargs)
+
+    # ---- per-forward input checks ------------------------------------------------------------------------------
+    def _active_state(self) -> Optional[GroupState]:
+        """The GroupState of the adapter that will run, or None when adapters are disabled."""
+        layer = self._probe_layer
+        if layer.disable_adapters or len(layer.active_adapters) != 1:
+            return None
+        return self._states.get(layer.active_adapters[0])
+
+    def _argument(self, name: str, args: tuple, kwargs: dict) -> Any:
+        if name in kwargs:
+            return kwargs[name]
+        index = self._forward_params.index(name) if name in self._forward_params else len(args)
+        return args[index] if index < len(args) else None
+
+    def _check_inputs(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """Forward pre-hook on the base model: record the input mask and reject inputs RevMUX cannot serve.
+
+        Raises:
+            ValueError: for flex attention, a static cache, or a left-padded batch on a decoder-only model.
+        """
+        state = self._active_state()
+        if state is None:
+            return
+        if getattr(self.model.config, "_attn_implementation", None) == "flex_attention":
+            raise ValueError("attn_implementation='flex_attention' is not supported by RevMUX (a BlockMask cannot be "
+                             "combined per group). Use model.set_attn_implementation('sdpa') or 'eager'.")
+        cache = self._argument("past_key_values", args, kwargs)
+        if cache is not None and type(cache).__name__ not in ("DynamicCache", "EncoderDecoderCache"):
+            raise ValueError(f"{type(cache).__name__} is not supported by RevMUX: its layers after the multiplexing "
+                             "point hold fewer rows than the batch. Use the default DynamicCache.")
+        mask = self._argument("attention_mask", args, kwargs)
+        state.attention_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        if state.family != "decoder" or state.attention_mask is None:
+            return
+        tokens = self._argument("input_ids", args, kwargs)
+        if tokens is None:
+            tokens = self._argument("inputs_embeds", args, kwargs)
+        if tokens is None or tokens.shape[1] != mask.shape[1]:
+            return  # a decoding step: the mask also covers the cached positions
+        real = mask.bool()
+        if (~real[:, :-1] & real[:, 1:]).any():
+            raise ValueError(
+                "Left-padded batch on a decoder-only model: RevMUX shares position ids within a group and reads each "
+                "instance at its own last real token, so inputs must be right-padded. Set "
+                "tokenizer.padding_side = 'right' (or re-pad the batch)."
+            )

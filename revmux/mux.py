@@ -1,0 +1,191 @@
+"""The RevMUX method: multiplexers that mix N instances into one composite, and their demultiplexers.
+
+Shapes: G groups of N instances, T positions, hidden size d. A multiplexer maps the hidden states of G*N
+instances, (G*N, T, d), ordered group by group, to G composites (G, T, d); ``demux`` maps G composites back to
+(G*N, T, d) in the same order. Grouping, padding and dummy instances are the caller's business (``grouping.py``).
+
+Coupling chain (``mux_type="revmux"``), exactly invertible for any N >= 2, with x_n = P(h_n) in R^{d/N}:
+
+    mux:    y_0 = x_0 + F_0(x_1);            y_n = x_n + F_n(y_{n-1})    for n = 1 .. N-1
+    demux:  x_n = y_n - F_n(y_{n-1})  for n = N-1 .. 1;                  x_0 = y_0 - F_0(x_1)
+
+The composite is the block concatenation [y_0; ...; y_{N-1}] along features (not interleaved).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _mlp(sizes: list[int], dropout: float, final_activation: bool) -> nn.Sequential:
+    """Linear layers of the given sizes with ReLU + Dropout between them (and after the last if asked)."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if i < len(sizes) - 2 or final_activation:
+            layers += [nn.ReLU(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
+
+
+class Multiplexer(nn.Module):
+    """Protocol: ``forward`` mixes (G*N, T, d) -> (G, T, d); ``demux`` restores (G, T, d) -> (G*N, T, d)."""
+
+    compose_size: int
+    hidden_size: int
+
+    def demux(self, composite: torch.Tensor) -> torch.Tensor:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+    def instances(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The per-instance representations the multiplexer mixes, (G*N, T, d') (for the orthogonality loss)."""
+        raise NotImplementedError  # pragma: no cover - protocol
+
+
+class ReversibleCoupling(nn.Module):
+    """The coupling chain over N slots of width w = d/N, one MLP F_n per slot (w -> hidden -> w)."""
+
+    def __init__(self, compose_size: int, width: int, hidden: int, dropout: float):
+        super().__init__()
+        self.functions = nn.ModuleList(
+            _mlp([width, hidden, width], dropout, final_activation=True) for _ in range(compose_size)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(G, N, T, w) instances -> (G, T, N*w) composite, blocks [y_0; ...; y_{N-1}]."""
+        f = self.functions
+        y = [x[:, 0] + f[0](x[:, 1])]  # each (G, T, w)
+        for n in range(1, len(f)):
+            y.append(x[:, n] + f[n](y[-1]))
+        return torch.cat(y, dim=-1)  # (G, T, N*w)
+
+    def inverse(self, composite: torch.Tensor) -> torch.Tensor:
+        """(G, T, N*w) composite -> (G, N, T, w) instances, undoing ``forward`` with the same F_n."""
+        f = self.functions
+        y = composite.chunk(len(f), dim=-1)  # N x (G, T, w)
+        x = [None] * len(f)
+        for n in range(len(f) - 1, 0, -1):
+            x[n] = y[n] - f[n](y[n - 1])
+        x[0] = y[0] - f[0](x[1])
+        return torch.stack(x, dim=1)  # (G, N, T, w)
+
+
+class ReversibleMux(Multiplexer):
+    """``revmux``: shared down-projection P (d -> d/N), reversible coupling, shared up-projection U (d/N -> d).
+
+    The demultiplexer reuses the multiplexer's own coupling functions (reverse direction), then applies U.
+    """
+
+    def __init__(self, hidden_size: int, compose_size: int, coupling_hidden: int, demux_hidden: int, dropout: float):
+        super().__init__()
+        self.hidden_size, self.compose_size = hidden_size, compose_size
+        width = hidden_size // compose_size
+        self.down = nn.Linear(hidden_size, width)
+        self.coupling = ReversibleCoupling(compose_size, width, coupling_hidden, dropout)
+        self.up = nn.Sequential(
+            *_mlp([width, demux_hidden, demux_hidden, hidden_size], dropout, final_activation=False),
+            nn.Dropout(dropout),
+        )
+
+    def instances(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.down(hidden)  # (G*N, T, d/N)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        n = self.compose_size
+        x = self.down(hidden)  # (G*N, T, d/N)
+        x = x.view(-1, n, *x.shape[1:])  # (G, N, T, d/N)
+        return self.coupling(x)  # (G, T, d)
+
+    def demux(self, composite: torch.Tensor) -> torch.Tensor:
+        x = self.coupling.inverse(composite)  # (G, N, T, d/N)
+        x = x.flatten(0, 1)  # (G*N, T, d/N)
+        return self.up(x)  # (G*N, T, d)
+
+
+class MlpDemux(nn.Module):
+    """Plain MLP demultiplexer of the baselines: d -> h -> h -> N*d, then one block per instance."""
+
+    def __init__(self, hidden_size: int, compose_size: int, demux_hidden: int, dropout: float):
+        super().__init__()
+        self.compose_size = compose_size
+        self.mlp = _mlp([hidden_size, demux_hidden, demux_hidden, compose_size * hidden_size], dropout, False)
+
+    def forward(self, composite: torch.Tensor) -> torch.Tensor:
+        g, t, d = composite.shape
+        out = self.mlp(composite)  # (G, T, N*d)
+        out = out.view(g, t, self.compose_size, d).transpose(1, 2)  # (G, N, T, d)
+        return out.flatten(0, 1)  # (G*N, T, d)
+
+
+class OnlyMuxReversible(Multiplexer):
+    """``ora``: the reversible multiplexer of ``revmux``, but an MLP demultiplexer on the composite."""
+
+    def __init__(self, hidden_size: int, compose_size: int, coupling_hidden: int, demux_hidden: int, dropout: float):
+        super().__init__()
+        self.hidden_size, self.compose_size = hidden_size, compose_size
+        width = hidden_size // compose_size
+        self.down = nn.Linear(hidden_size, width)
+        self.coupling = ReversibleCoupling(compose_size, width, coupling_hidden, dropout)
+        self.demux_mlp = MlpDemux(hidden_size, compose_size, demux_hidden, dropout)
+
+    instances = ReversibleMux.instances
+    forward = ReversibleMux.forward
+
+    def demux(self, composite: torch.Tensor) -> torch.Tensor:
+        return self.demux_mlp(composite)  # (G*N, T, d)
+
+
+class VanillaAdapterMux(Multiplexer):
+    """``adapter``: shared Linear(d -> d) per instance, concatenation, MLP N*d -> h -> d; MLP demultiplexer."""
+
+    def __init__(self, hidden_size: int, compose_size: int, coupling_hidden: int, demux_hidden: int, dropout: float):
+        super().__init__()
+        self.hidden_size, self.compose_size = hidden_size, compose_size
+        self.inp = nn.Linear(hidden_size, hidden_size)
+        self.mix = _mlp([compose_size * hidden_size, demux_hidden, hidden_size], dropout, final_activation=True)
+        self.demux_mlp = MlpDemux(hidden_size, compose_size, demux_hidden, dropout)
+
+    def instances(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.inp(hidden)  # (G*N, T, d)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        n = self.compose_size
+        z = self.inp(hidden)  # (G*N, T, d)
+        g, t, d = z.shape[0] // n, z.shape[1], z.shape[2]
+        z = z.view(g, n, t, d).transpose(1, 2).reshape(g, t, n * d)  # (G, T, N*d)
+        return self.mix(z)  # (G, T, d)
+
+    def demux(self, composite: torch.Tensor) -> torch.Tensor:
+        return self.demux_mlp(composite)  # (G*N, T, d)
+
+
+MULTIPLEXERS: dict[str, type[Multiplexer]] = {
+    "revmux": ReversibleMux,
+    "ora": OnlyMuxReversible,
+    "adapter": VanillaAdapterMux,
+}
+
+
+def check_divisible(hidden_size: int, compose_size: int) -> None:
+    """Raises: ValueError if the hidden size d cannot be split into N blocks of d/N features."""
+    if hidden_size % compose_size:
+        divisors = [n for n in range(2, min(hidden_size, 16) + 1) if hidden_size % n == 0]
+        raise ValueError(
+            f"The hidden size {hidden_size} is not divisible by compose_size={compose_size}: each of the N instances "
+            f"gets d/N features of the composite. Choose compose_size from {divisors}."
+        )
+
+
+def build_multiplexer(mux_type: str, hidden_size: int, compose_size: int, coupling_hidden: int | None = None,
+                      demux_hidden: int | None = None, dropout: float = 0.1) -> Multiplexer:
+    """Build the multiplexer of ``mux_type`` with the paper's default widths (coupling d, demux 3d).
+
+    Raises:
+        ValueError: if ``hidden_size`` is not divisible by ``compose_size`` or ``mux_type`` is unknown.
+    """
+    if mux_type not in MULTIPLEXERS:
+        raise ValueError(f"Unknown mux_type {mux_type!r}; choose one of {', '.join(MULTIPLEXERS)}.")
+    check_divisible(hidden_size, compose_size)
+    return MULTIPLEXERS[mux_type](
+        hidden_size, compose_size, coupling_hidden or hidden_size, demux_hidden or 3 * hidden_size, dropout
+    )
