@@ -144,5 +144,5 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
     def _demux(state: GroupState, composite: torch.Tensor) -> torch.Tensor:
         mux = state.multiplexer
         weight = next(mux.parameters())
-        restored = mux.demux(composite.to(weight.device, weight.dtype))  # (G*N, T, d)
-        return restored[: state.batch_size].to(composite.device, composite.dtype)  # (B, T, d): dummies dropped
+        restored = mux.demux(composite.to(weight.device, weight.dtype), keep=state.batch_size)  # (B, T, d)
+        return restored.to(composite.device, composite.dtype)

@@ -12,6 +12,7 @@ from torch import nn
 
 from revmux.architectures import MuxPlan, plan_injection
 from revmux.config import RevMuxConfig
+from revmux.grouping import group_union
 from revmux.layer import GroupState, RevMuxLayer
 
 MERGE_ERROR = (
@@ -40,7 +41,12 @@ class RevMuxModel(BaseTuner):
         # Any wrapper tells whether adapters are enabled and which one is active: PEFT toggles all of them together.
         # (kept out of nn.Module registration: it is one of the model's own layers, not a part of the tuner)
         self.__dict__["_probe_layer"] = next(m for m in self.model.modules() if isinstance(m, RevMuxLayer))
-        self._input_check = self.model.register_forward_pre_hook(self._check_inputs, with_kwargs=True)
+        self._hooks = [self.model.register_forward_pre_hook(self._check_inputs, with_kwargs=True)]
+        for plan in self._plans.values():
+            if plan.family == "encoder-decoder":  # the decoder module builds its cross-attention mask itself
+                decoder = self.model.get_submodule(plan.stacks[1].rpartition(".")[0])
+                self._hooks.append(decoder.register_forward_pre_hook(self._group_encoder_mask, with_kwargs=True))
+                break
 
     # ---- injection -------------------------------------------------------------------------------------------
     def _adapter_name_of(self, peft_config: RevMuxConfig) -> str:
@@ -95,7 +101,8 @@ class RevMuxModel(BaseTuner):
                                      adapter_names: Optional[list[str]] = None):
         if merge:
             raise ValueError(MERGE_ERROR)
-        self._input_check.remove()
+        for hook in self._hooks:
+            hook.remove()
         return super()._unload_and_optionally_merge(merge=False, progressbar=progressbar, adapter_names=adapter_names)
 
     def generate(self, *args, **kwargs):
@@ -127,6 +134,15 @@ class RevMuxModel(BaseTuner):
             return kwargs[name]
         index = self._forward_params.index(name) if name in self._forward_params else len(args)
         return args[index] if index < len(args) else None
+
+    def _group_encoder_mask(self, module: nn.Module, args: tuple, kwargs: dict):
+        """Decoder pre-hook: the decoder cross-attends to G composites, so its encoder mask becomes the group union."""
+        state = self._active_state()
+        mask, encoded = kwargs.get("encoder_attention_mask"), kwargs.get("encoder_hidden_states")
+        if state is None or mask is None or encoded is None or mask.shape[0] == encoded.shape[0]:
+            return None
+        kwargs["encoder_attention_mask"] = group_union(mask, state.compose_size)  # (B, T) -> (G, T)
+        return args, kwargs
 
     def _check_inputs(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         """Forward pre-hook on the base model: record the input mask and reject inputs RevMUX cannot serve.

@@ -34,7 +34,8 @@ class Multiplexer(nn.Module):
     compose_size: int
     hidden_size: int
 
-    def demux(self, composite: torch.Tensor) -> torch.Tensor:  # pragma: no cover - protocol
+    def demux(self, composite: torch.Tensor, keep: int | None = None) -> torch.Tensor:  # pragma: no cover
+        """(G, T, d) -> (min(keep, G*N), T, d): the first ``keep`` instances (dummies of the last group dropped)."""
         raise NotImplementedError
 
     def instances(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -96,10 +97,10 @@ class ReversibleMux(Multiplexer):
         x = x.view(-1, n, *x.shape[1:])  # (G, N, T, d/N)
         return self.coupling(x)  # (G, T, d)
 
-    def demux(self, composite: torch.Tensor) -> torch.Tensor:
+    def demux(self, composite: torch.Tensor, keep: int | None = None) -> torch.Tensor:
         x = self.coupling.inverse(composite)  # (G, N, T, d/N)
-        x = x.flatten(0, 1)  # (G*N, T, d/N)
-        return self.up(x)  # (G*N, T, d)
+        x = x.flatten(0, 1)[:keep]  # (B, T, d/N)
+        return self.up(x)  # (B, T, d)
 
 
 class MlpDemux(nn.Module):
@@ -110,11 +111,11 @@ class MlpDemux(nn.Module):
         self.compose_size = compose_size
         self.mlp = _mlp([hidden_size, demux_hidden, demux_hidden, compose_size * hidden_size], dropout, False)
 
-    def forward(self, composite: torch.Tensor) -> torch.Tensor:
+    def forward(self, composite: torch.Tensor, keep: int | None = None) -> torch.Tensor:
         g, t, d = composite.shape
         out = self.mlp(composite)  # (G, T, N*d)
         out = out.view(g, t, self.compose_size, d).transpose(1, 2)  # (G, N, T, d)
-        return out.flatten(0, 1)  # (G*N, T, d)
+        return out.flatten(0, 1)[:keep]  # (B, T, d)
 
 
 class OnlyMuxReversible(Multiplexer):
@@ -131,8 +132,8 @@ class OnlyMuxReversible(Multiplexer):
     instances = ReversibleMux.instances
     forward = ReversibleMux.forward
 
-    def demux(self, composite: torch.Tensor) -> torch.Tensor:
-        return self.demux_mlp(composite)  # (G*N, T, d)
+    def demux(self, composite: torch.Tensor, keep: int | None = None) -> torch.Tensor:
+        return self.demux_mlp(composite, keep)  # (B, T, d)
 
 
 class VanillaAdapterMux(Multiplexer):
@@ -155,8 +156,8 @@ class VanillaAdapterMux(Multiplexer):
         z = z.view(g, n, t, d).transpose(1, 2).reshape(g, t, n * d)  # (G, T, N*d)
         return self.mix(z)  # (G, T, d)
 
-    def demux(self, composite: torch.Tensor) -> torch.Tensor:
-        return self.demux_mlp(composite)  # (G*N, T, d)
+    def demux(self, composite: torch.Tensor, keep: int | None = None) -> torch.Tensor:
+        return self.demux_mlp(composite, keep)  # (B, T, d)
 
 
 MULTIPLEXERS: dict[str, type[Multiplexer]] = {

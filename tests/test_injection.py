@@ -1,0 +1,132 @@
+"""RevMUX injected into every supported family: exact properties of the multiplexed forward pass."""
+
+import pytest
+import torch
+from conftest import MODELS, logits, make_batch, make_model, revmux_config
+
+import revmux
+from revmux.layer import RevMuxLayer
+
+
+def _labels(name, batch):
+    task = MODELS[name][1]
+    b = batch["input_ids"].shape[0]
+    if task == "SEQ_CLS":
+        return torch.arange(b) % 2
+    if task == "CAUSAL_LM":
+        return batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    return torch.full((b, 1), 7)
+
+
+def _muxed(name, seed=0, attn="sdpa", **config):
+    base = make_model(name, attn=attn)
+    torch.manual_seed(seed)
+    return revmux.get_revmux_model(base, revmux_config(name, **config)).eval()
+
+
+@pytest.mark.parametrize("n", [2, 4])
+def test_b_instances_in_b_outputs_out_with_hf_loss(model_name, n):
+    model = _muxed(model_name, compose_size=n)
+    batch = make_batch(model_name, batch_size=5)
+    out = model(**batch, labels=_labels(model_name, batch))
+    reference = make_model(model_name)(**batch)
+    assert out.logits.shape == reference.logits.shape
+    assert torch.isfinite(out.loss)
+
+
+def test_groups_never_leak(model_name):
+    model = _muxed(model_name)
+    batch = make_batch(model_name, batch_size=6)
+    before = logits(model, batch)
+    changed = {k: v.clone() for k, v in batch.items()}
+    changed["input_ids"][1, :3] = torch.tensor([5, 6, 7])  # instance 1 lives in group 0 = {0, 1}
+    changed["attention_mask"][1, 4:] = 0
+    after = logits(model, changed)
+    assert torch.equal(after[2:], before[2:]), "another group's outputs changed"
+    assert not torch.equal(after[0], before[0]), "instance 0 shares a composite with 1 and must see the change"
+
+
+def test_last_partial_group_is_completed_with_dummies(model_name):
+    model = _muxed(model_name, compose_size=4)
+    batch = make_batch(model_name, batch_size=6)  # groups {0, 1, 2, 3}, {4, 5, dummy, dummy}
+    full = logits(model, batch)
+    assert full.shape[0] == 6
+    head = logits(model, {k: v[:4] for k, v in batch.items()})
+    tail = logits(model, {k: v[[4, 5, 5, 5]] for k, v in batch.items()})  # dummies copy the last instance
+    torch.testing.assert_close(full[:4], head, rtol=1e-5, atol=1e-5)  # other batch shape: kernels may differ
+    torch.testing.assert_close(full[4:], tail[:2], rtol=1e-5, atol=1e-5)
+
+
+def test_hidden_state_entering_multiplexer_is_base_hidden_state_at_k(model_name):
+    k = 2
+    model = _muxed(model_name, combine_first=k)
+    batch = make_batch(model_name, batch_size=5)
+    seen = {}
+    mux = next(m for m in model.modules() if isinstance(m, RevMuxLayer) and m.revmux_mux).revmux_mux["default"]
+    mux.register_forward_pre_hook(lambda module, args: seen.setdefault("h", args[0]))
+    logits(model, batch)
+    with torch.no_grad():
+        base_out = make_model(model_name)(**batch, output_hidden_states=True)
+    states = base_out.encoder_hidden_states if MODELS[model_name][2] == "encoder-decoder" else base_out.hidden_states
+    assert torch.equal(seen["h"][:5], states[k])
+
+
+def test_disabled_adapter_equals_base_bit_for_bit(model_name):
+    model = _muxed(model_name)
+    batch = make_batch(model_name, batch_size=5)
+    reference = logits(make_model(model_name), batch)
+    with model.disable_adapter():
+        assert torch.equal(logits(model, batch), reference)
+    assert not torch.equal(logits(model, batch), reference)
+
+
+def test_only_adapter_and_head_train_and_all_get_gradients(model_name):
+    model = _muxed(model_name)
+    batch = make_batch(model_name, batch_size=4)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    head_allowed = MODELS[model_name][1] == "SEQ_CLS"
+    for name in trainable:
+        assert "revmux_mux" in name or (head_allowed and "modules_to_save" in name), name
+    assert any("revmux_mux" in n for n in trainable)
+    model(**batch, labels=_labels(model_name, batch)).loss.backward()
+    for name, p in trainable.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"{name} received no gradient"
+
+
+def test_eager_and_sdpa_agree(model_name):
+    batch = make_batch(model_name, batch_size=5)
+    eager = logits(_muxed(model_name, attn="eager"), batch)
+    sdpa = logits(_muxed(model_name, attn="sdpa"), batch)
+    torch.testing.assert_close(eager, sdpa, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 8])
+def test_identity_backbone_demux_restores_instances(n):
+    """With the layers after K replaced by the identity, demux(mux(x)) == x for every real instance."""
+    name = "llama-causal"
+    model = _muxed(name, compose_size=n if 32 % n == 0 else 2, combine_first=1)
+    n = model.peft_config["default"].compose_size
+    for layer in model.base_model.model.model.layers[1:]:
+        layer.base_layer.forward = lambda hidden, *args, **kwargs: hidden
+    mux = model.base_model.model.model.layers[1].revmux_mux["default"]
+    seen = {}
+    mux.register_forward_pre_hook(lambda module, args: seen.setdefault("h", args[0]))
+    mux.up.register_forward_pre_hook(lambda module, args: seen.setdefault("x", args[0]))
+    logits(model, make_batch(name, batch_size=7))
+    assert seen["x"].shape[0] == 7
+    torch.testing.assert_close(seen["x"], mux.down(seen["h"][:7]), rtol=0, atol=1e-5)
+
+
+def test_trainable_parameter_count_reported():
+    model = _muxed("bert-seqcls")
+    trainable, total = model.get_nb_trainable_parameters()
+    mux_params = sum(p.numel() for n, p in model.named_parameters() if "revmux_mux" in n)
+    head_params = 32 * 2 + 2
+    assert trainable == mux_params + head_params
+
+
+def test_resolved_k_and_stacks_are_recorded_in_config():
+    model = revmux.get_revmux_model(make_model("t5-seq2seq"), revmux.RevMuxConfig(task_type="SEQ_2_SEQ_LM"))
+    config = model.peft_config["default"]
+    assert config.target_modules == ["encoder.block", "decoder.block"]
+    assert config.combine_first == 2  # half of the 4-block encoder
