@@ -109,11 +109,24 @@ class RevMuxModel(BaseTuner):
         """Greedy or sampled generation; beam search is rejected (beams would be multiplexed with each other).
 
         Raises:
-            ValueError: if ``num_beams > 1`` while the adapter is enabled.
+            ValueError: if ``num_beams > 1`` while the adapter is enabled, or if an encoder-decoder model is asked for
+                more than one new token (its decoder runs once per group, so a group cannot continue differently).
         """
+        state = self._active_state()
+        if state is None:
+            return self.model.generate(*args, **kwargs)
         generation_config = kwargs.get("generation_config") or getattr(self.model, "generation_config", None)
         num_beams = kwargs.get("num_beams") or getattr(generation_config, "num_beams", 1) or 1
-        if num_beams > 1 and self._active_state() is not None:
+        new_tokens = kwargs.get("max_new_tokens") or getattr(generation_config, "max_new_tokens", None)
+        if new_tokens is None:
+            new_tokens = (kwargs.get("max_length") or getattr(generation_config, "max_length", 20)) - 1
+        if state.family == "encoder-decoder" and new_tokens > 1:
+            raise ValueError(
+                f"Generating {new_tokens} tokens is not supported on a multiplexed encoder-decoder: the decoder runs "
+                "once per group, so all instances of a group must share their decoder inputs. Pass max_new_tokens=1 "
+                "(label-word classification), read model(...).logits at the answer position, or disable the adapter."
+            )
+        if num_beams > 1:
             raise ValueError(
                 f"num_beams={num_beams} is not supported with RevMUX: beam search expands and reorders the batch, "
                 "which would multiplex beams and break the groups. Use greedy decoding or sampling (num_beams=1), or "
@@ -155,7 +168,7 @@ class RevMuxModel(BaseTuner):
             return
         if getattr(self.model.config, "_attn_implementation", None) == "flex_attention":
             raise ValueError("attn_implementation='flex_attention' is not supported by RevMUX (a BlockMask cannot be "
-                             "combined per group). Use model.set_attn_implementation('sdpa') or 'eager'.")
+                             "combined per group). Switch with model.set_attn_implementation() to 'sdpa' or 'eager'.")
         cache = self._argument("past_key_values", args, kwargs)
         if cache is not None and type(cache).__name__ not in ("DynamicCache", "EncoderDecoderCache"):
             raise ValueError(f"{type(cache).__name__} is not supported by RevMUX: its layers after the multiplexing "

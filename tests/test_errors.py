@@ -1,0 +1,117 @@
+"""Every input RevMUX cannot serve fails with an error that names the problem and the fix."""
+
+import pytest
+import torch
+from conftest import logits, make_batch, make_model, revmux_config
+from torch import nn
+
+import revmux
+from revmux import RevMuxConfig
+
+
+@pytest.mark.parametrize("n", [1, 0, -2])
+def test_compose_size_below_two(n):
+    with pytest.raises(ValueError, match="compose_size must be an integer >= 2"):
+        RevMuxConfig(compose_size=n)
+
+
+def test_hidden_size_not_divisible_by_n():
+    with pytest.raises(ValueError, match=r"hidden size 32 is not divisible by compose_size=3.*Choose compose_size"):
+        revmux.get_revmux_model(make_model("bert-seqcls"), revmux_config("bert-seqcls", compose_size=3))
+
+
+@pytest.mark.parametrize("k", [4, 10])
+def test_k_beyond_the_stack(k):
+    with pytest.raises(ValueError, match=rf"combine_first={k} is out of range for the 4-layer stack"):
+        revmux.get_revmux_model(make_model("llama-causal"), revmux_config("llama-causal", combine_first=k))
+
+
+def test_negative_k():
+    with pytest.raises(ValueError, match="combine_first must be an integer >= 0"):
+        RevMuxConfig(combine_first=-1)
+
+
+def test_unknown_mux_type():
+    with pytest.raises(ValueError, match="Unknown mux_type 'lora'; choose one of revmux, ora, adapter"):
+        RevMuxConfig(mux_type="lora")
+
+
+def test_no_layer_stack_found():
+    class Plain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+
+        def forward(self, x):
+            return self.body(x)
+
+    with pytest.raises(ValueError, match=r"No layer stack found in Plain.*target_modules"):
+        revmux.get_revmux_model(Plain(), RevMuxConfig())
+
+
+def test_wrong_explicit_layer_stack():
+    with pytest.raises(ValueError, match=r"'bert.encoder' is not a non-empty nn.ModuleList.*bert.encoder.layer"):
+        revmux.get_revmux_model(make_model("bert-seqcls"), revmux_config("bert-seqcls", target_modules="bert.encoder"))
+
+
+@pytest.mark.parametrize("name", ["llama-causal", "gpt2-seqcls"])
+def test_left_padded_decoder_batch(name):
+    model = revmux.get_revmux_model(make_model(name), revmux_config(name))
+    batch = make_batch(name, batch_size=4)
+    batch["attention_mask"] = batch["attention_mask"].flip(-1)  # left padding
+    with pytest.raises(ValueError, match=r"Left-padded batch.*padding_side = 'right'"):
+        logits(model, batch)
+    with model.disable_adapter():
+        logits(model, batch)  # the base model itself accepts it
+
+
+def test_decoder_inputs_differ_inside_a_group():
+    name = "t5-seq2seq"
+    model = revmux.get_revmux_model(make_model(name), revmux_config(name))
+    batch = make_batch(name, batch_size=4)
+    batch["decoder_input_ids"] = torch.tensor([[0, 5], [0, 6], [0, 7], [0, 7]])
+    with pytest.raises(ValueError, match=r"Decoder inputs differ inside a group.*same decoder_input_ids"):
+        logits(model, batch)
+    batch["decoder_input_ids"] = torch.tensor([[0, 5], [0, 5], [0, 7], [0, 7]])  # equal per group: fine
+    assert logits(model, batch).shape[0] == 4
+
+
+def test_flex_attention_rejected_at_injection_and_at_forward():
+    base = make_model("llama-causal")
+    base.config._attn_implementation = "flex_attention"
+    with pytest.raises(ValueError, match=r"flex_attention.*'sdpa' or 'eager'"):
+        revmux.get_revmux_model(base, revmux_config("llama-causal"))
+    model = revmux.get_revmux_model(make_model("llama-causal"), revmux_config("llama-causal"))
+    model.base_model.model.config._attn_implementation = "flex_attention"
+    with pytest.raises(ValueError, match=r"flex_attention.*'sdpa' or 'eager'"):
+        logits(model, make_batch("llama-causal"))
+
+
+@pytest.mark.parametrize("name", ["llama-causal", "t5-seq2seq"])
+def test_beam_search_rejected(name):
+    model = revmux.get_revmux_model(make_model(name), revmux_config(name))
+    batch = make_batch(name, batch_size=4, length=6)
+    batch.pop("decoder_input_ids", None)
+    batch["attention_mask"][:] = 1
+    with pytest.raises(ValueError, match=r"num_beams=2 is not supported.*num_beams=1"):
+        model.generate(**batch, num_beams=2, max_new_tokens=1)
+
+
+def test_merge_and_unload_rejected():
+    model = revmux.get_revmux_model(make_model("bert-seqcls"), revmux_config("bert-seqcls"))
+    with pytest.raises(ValueError, match=r"merge_and_unload\(\) is impossible for RevMUX.*unload\(\)"):
+        model.merge_and_unload()
+    with pytest.raises(ValueError, match=r"impossible for RevMUX"):
+        model.merge_adapter()
+
+
+def test_static_cache_rejected():
+    from transformers import StaticCache
+
+    name = "llama-causal"
+    base = make_model(name)
+    model = revmux.get_revmux_model(base, revmux_config(name))
+    batch = make_batch(name, batch_size=4)
+    cache = StaticCache(config=base.config, max_cache_len=16)
+    with pytest.raises(ValueError, match="StaticCache is not supported by RevMUX"):
+        model(**batch, past_key_values=cache, use_cache=True)
