@@ -24,6 +24,14 @@ Family = Literal["encoder", "decoder", "encoder-decoder"]
 # What the layer does for one adapter: run untouched, multiplex its input, take the first of each group of its
 # input (identical decoder inputs), or run on composites with shrunk arguments. ``demux`` marks the last layer.
 RoleKind = Literal["pass", "mux", "collapse", "carry"]
+# Which positions a head reads, so the demultiplexer can run only there (see ``read_positions``).
+ReadMode = Literal["all", "first", "last_non_pad", "last_real"]
+
+# (family, PEFT task type) -> the positions the model's own head reads. Anything else demultiplexes every position.
+HEAD_READS: dict[tuple[str, str], ReadMode] = {
+    ("encoder", "SEQ_CLS"): "first",  # BERT pooler / RoBERTa, DistilBERT heads read the CLS token
+    ("decoder", "SEQ_CLS"): "last_non_pad",  # GenericForSequenceClassification: rightmost token != pad_token_id
+}
 
 
 @dataclass(frozen=True)
@@ -142,3 +150,25 @@ def plan_injection(model: nn.Module, stacks: list[str] | None, compose_size: int
         for i in range(n_dec):
             roles[f"{stacks[1]}.{i}"] = LayerRole("collapse" if i == 0 else "carry", demux=i == n_dec - 1)
     return MuxPlan(model_family(model, mux_stack), tuple(stacks), hidden_size, roles)
+
+
+def read_positions(mode: ReadMode, batch_size: int, length: int, input_ids=None, attention_mask=None,
+                   pad_token_id=None, device=None):
+    """(B,) position each instance's head reads, or None for every position.
+
+    ``first``: position 0. ``last_real``: the last position the (right-padded) attention mask attends.
+    ``last_non_pad``: transformers' sequence-classification rule, replicated exactly: the rightmost token that is
+    not ``pad_token_id``, or the last position when there is no pad token or only embeddings are given.
+    """
+    import torch
+
+    if mode == "all":
+        return None
+    if mode == "first":
+        return torch.zeros(batch_size, dtype=torch.long, device=device)
+    if mode == "last_real" and attention_mask is not None:
+        return attention_mask.long().sum(-1) - 1
+    if mode == "last_non_pad" and input_ids is not None and pad_token_id is not None:
+        non_pad = (input_ids != pad_token_id).int()
+        return (torch.arange(length, device=input_ids.device, dtype=torch.int32) * non_pad).argmax(-1).long()
+    return torch.full((batch_size,), length - 1, dtype=torch.long, device=device)

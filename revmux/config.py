@@ -51,6 +51,13 @@ class RevMuxConfig(PeftConfig):
                           "Default: 3 * hidden size, as in the paper."},
     )
     dropout: float = field(default=0.1, metadata={"help": "Dropout inside the adapter MLPs (training only)."})
+    demux_positions: Literal["auto", "all"] = field(
+        default="auto",
+        metadata={"help": "'auto': demultiplex only the positions the model's own head reads (CLS for encoder "
+                          "SEQ_CLS, the last non-pad token for decoder SEQ_CLS); the last hidden state is zero "
+                          "elsewhere, and every position is restored when output_hidden_states is asked for. "
+                          "'all': demultiplex every position."},
+    )
     target_modules: Optional[Union[list[str], str]] = field(
         default=None,
         metadata={"help": "Dotted paths of the nn.ModuleList layer stacks, e.g. ['bert.encoder.layer'] or "
@@ -81,6 +88,8 @@ class RevMuxConfig(PeftConfig):
             )
         if self.mux_type not in MUX_TYPES:
             raise ValueError(f"Unknown mux_type {self.mux_type!r}; choose one of {', '.join(MUX_TYPES)}.")
+        if self.demux_positions not in ("auto", "all"):
+            raise ValueError(f"demux_positions must be 'auto' or 'all', got {self.demux_positions!r}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}.")
         for name in ("coupling_hidden_size", "demux_hidden_size"):

@@ -28,9 +28,11 @@ class GroupState:
 
     compose_size: int
     family: str
+    read_mode: str = "all"  # which positions the head reads (architectures.HEAD_READS); "all" = every position
     multiplexer: Optional[Multiplexer] = None  # owned (registered) by the mux layer
     batch_size: Optional[int] = None  # B of the current forward, set by the mux layer
     attention_mask: Optional[torch.Tensor] = None  # the model's 2-D input mask, set by RevMuxModel's pre-hook
+    read_positions: Optional[torch.Tensor] = None  # (B,) positions to demultiplex this forward; None = all
 
 
 def execution_device_and_dtype(module: nn.Module) -> tuple[Optional[torch.device], Optional[torch.dtype]]:
@@ -142,7 +144,17 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
 
     @staticmethod
     def _demux(state: GroupState, composite: torch.Tensor) -> torch.Tensor:
+        """(G, T, d) -> (B, T, d). With read positions, only those are demultiplexed; the rest stay zero."""
         mux = state.multiplexer
         weight = next(mux.parameters())
-        restored = mux.demux(composite.to(weight.device, weight.dtype), keep=state.batch_size)  # (B, T, d)
+        c = composite.to(weight.device, weight.dtype)
+        b, positions = state.batch_size, state.read_positions
+        if positions is None:
+            restored = mux.demux(c, keep=b)  # (B, T, d)
+        else:
+            instance = torch.arange(b, device=c.device)
+            positions = positions.to(c.device)
+            rows = c[instance // mux.compose_size, positions]  # (B, d): each instance's composite where it is read
+            restored = c.new_zeros(b, *c.shape[1:])  # (B, T, d)
+            restored[instance, positions] = mux.demux_slots(rows, instance % mux.compose_size)
         return restored.to(composite.device, composite.dtype)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 from typing import Any, Optional
@@ -10,7 +11,7 @@ import torch
 from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
-from revmux.architectures import MuxPlan, plan_injection
+from revmux.architectures import HEAD_READS, MuxPlan, ReadMode, plan_injection, read_positions
 from revmux.config import RevMuxConfig
 from revmux.grouping import group_union
 from revmux.layer import GroupState, RevMuxLayer
@@ -37,11 +38,14 @@ class RevMuxModel(BaseTuner):
         self._plans: dict[str, MuxPlan] = {}
         self._states: dict[str, GroupState] = {}
         super().__init__(model, config, adapter_name, low_cpu_mem_usage=low_cpu_mem_usage, state_dict=state_dict)
-        self._forward_params = list(inspect.signature(self.model.forward).parameters)
+        # The inner backbone (BertModel, LlamaModel, ...; the model itself for T5) sees every forward, whether it comes
+        # through the task head or straight to the backbone.
+        backbone = getattr(self.model, "base_model", self.model)
+        self._forward_params = list(inspect.signature(backbone.forward).parameters)
         # Any wrapper tells whether adapters are enabled and which one is active: PEFT toggles all of them together.
         # (kept out of nn.Module registration: it is one of the model's own layers, not a part of the tuner)
         self.__dict__["_probe_layer"] = next(m for m in self.model.modules() if isinstance(m, RevMuxLayer))
-        self._hooks = [self.model.register_forward_pre_hook(self._check_inputs, with_kwargs=True)]
+        self._hooks = [backbone.register_forward_pre_hook(self._check_inputs, with_kwargs=True)]
         for plan in self._plans.values():
             if plan.family == "encoder-decoder":  # the decoder module builds its cross-attention mask itself
                 decoder = self.model.get_submodule(plan.stacks[1].rpartition(".")[0])
@@ -61,7 +65,9 @@ class RevMuxModel(BaseTuner):
         peft_config.combine_first = sum(role.kind == "pass" for role in plan.roles.values())
         name = self._adapter_name_of(peft_config)
         self._plans[name] = plan
-        self._states[name] = GroupState(peft_config.compose_size, plan.family)
+        task = str(getattr(peft_config.task_type, "value", peft_config.task_type))
+        reads = HEAD_READS.get((plan.family, task), "all") if peft_config.demux_positions == "auto" else "all"
+        self._states[name] = GroupState(peft_config.compose_size, plan.family, read_mode=reads)
 
     def _check_target_module_exists(self, peft_config: RevMuxConfig, key: str) -> bool:
         return key in self._plans[self._adapter_name_of(peft_config)].roles
@@ -134,6 +140,23 @@ class RevMuxModel(BaseTuner):
             )
         return self.model.generate(*args, **kwargs)
 
+    @contextlib.contextmanager
+    def reading(self, mode: ReadMode):
+        """Demultiplex only where ``mode`` says inside the block ("all", "first", "last_real", "last_non_pad").
+
+        For example ``with model.base_model.reading("last_real"):`` around a decoder backbone call that feeds label
+        words: only each instance's last real token is restored (the rest of the last hidden state is zero).
+        """
+        state = self._active_state()
+        if state is None:
+            yield
+            return
+        previous, state.read_mode = state.read_mode, mode
+        try:
+            yield
+        finally:
+            state.read_mode = previous
+
     # ---- per-forward input checks ------------------------------------------------------------------------------
     def _active_state(self) -> Optional[GroupState]:
         """The GroupState of the adapter that will run, or None when adapters are disabled."""
@@ -169,17 +192,17 @@ class RevMuxModel(BaseTuner):
         if getattr(self.model.config, "_attn_implementation", None) == "flex_attention":
             raise ValueError("attn_implementation='flex_attention' is not supported by RevMUX (a BlockMask cannot be "
                              "combined per group). Switch with model.set_attn_implementation() to 'sdpa' or 'eager'.")
-        cache = self._argument("past_key_values", args, kwargs)
+        cache = self._argument("cache", args, kwargs) or self._argument("past_key_values", args, kwargs)
         if cache is not None and type(cache).__name__ not in ("DynamicCache", "EncoderDecoderCache"):
             raise ValueError(f"{type(cache).__name__} is not supported by RevMUX: its layers after the multiplexing "
                              "point hold fewer rows than the batch. Use the default DynamicCache.")
         mask = self._argument("attention_mask", args, kwargs)
         state.attention_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        input_ids = self._argument("input_ids", args, kwargs)
+        tokens = input_ids if input_ids is not None else self._argument("inputs_embeds", args, kwargs)
+        self._set_read_positions(state, kwargs, input_ids, tokens)
         if state.family != "decoder" or state.attention_mask is None:
             return
-        tokens = self._argument("input_ids", args, kwargs)
-        if tokens is None:
-            tokens = self._argument("inputs_embeds", args, kwargs)
         if tokens is None or tokens.shape[1] != mask.shape[1]:
             return  # a decoding step: the mask also covers the cached positions
         real = mask.bool()
@@ -189,3 +212,13 @@ class RevMuxModel(BaseTuner):
                 "instance at its own last real token, so inputs must be right-padded. Set "
                 "tokenizer.padding_side = 'right' (or re-pad the batch)."
             )
+
+    def _set_read_positions(self, state: GroupState, kwargs: dict, input_ids, tokens) -> None:
+        hidden_wanted = kwargs.get("output_hidden_states", getattr(self.model.config, "output_hidden_states", False))
+        if state.read_mode == "all" or hidden_wanted or tokens is None:
+            state.read_positions = None
+            return
+        batch, length = tokens.shape[:2]
+        pad_token_id = getattr(self.model.config.get_text_config(), "pad_token_id", None)
+        state.read_positions = read_positions(state.read_mode, batch, length, input_ids, state.attention_mask,
+                                              pad_token_id, device=tokens.device)

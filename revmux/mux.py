@@ -38,6 +38,10 @@ class Multiplexer(nn.Module):
         """(G, T, d) -> (min(keep, G*N), T, d): the first ``keep`` instances (dummies of the last group dropped)."""
         raise NotImplementedError
 
+    def demux_slots(self, rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """(R, d) composite vectors -> (R, d): for row r, the instance in slot ``slots[r]`` of that composite."""
+        raise NotImplementedError
+
     def instances(self, hidden: torch.Tensor) -> torch.Tensor:
         """The per-instance representations the multiplexer mixes, (G*N, T, d') (for the orthogonality loss)."""
         raise NotImplementedError  # pragma: no cover - protocol
@@ -102,6 +106,11 @@ class ReversibleMux(Multiplexer):
         x = x.flatten(0, 1)[:keep]  # (B, T, d/N)
         return self.up(x)  # (B, T, d)
 
+    def demux_slots(self, rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        x = self.coupling.inverse(rows[:, None])  # (R, N, 1, d/N)
+        x = x[torch.arange(len(rows), device=rows.device), slots]  # (R, 1, d/N)
+        return self.up(x)[:, 0]  # (R, d)
+
 
 class MlpDemux(nn.Module):
     """Plain MLP demultiplexer of the baselines: d -> h -> h -> N*d, then one block per instance."""
@@ -116,6 +125,10 @@ class MlpDemux(nn.Module):
         out = self.mlp(composite)  # (G, T, N*d)
         out = out.view(g, t, self.compose_size, d).transpose(1, 2)  # (G, N, T, d)
         return out.flatten(0, 1)[:keep]  # (B, T, d)
+
+    def slots(self, rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        out = self.mlp(rows).view(len(rows), self.compose_size, -1)  # (R, N, d)
+        return out[torch.arange(len(rows), device=rows.device), slots]  # (R, d)
 
 
 class OnlyMuxReversible(Multiplexer):
@@ -134,6 +147,9 @@ class OnlyMuxReversible(Multiplexer):
 
     def demux(self, composite: torch.Tensor, keep: int | None = None) -> torch.Tensor:
         return self.demux_mlp(composite, keep)  # (B, T, d)
+
+    def demux_slots(self, rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        return self.demux_mlp.slots(rows, slots)  # (R, d)
 
 
 class VanillaAdapterMux(Multiplexer):
@@ -158,6 +174,9 @@ class VanillaAdapterMux(Multiplexer):
 
     def demux(self, composite: torch.Tensor, keep: int | None = None) -> torch.Tensor:
         return self.demux_mlp(composite, keep)  # (B, T, d)
+
+    def demux_slots(self, rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        return self.demux_mlp.slots(rows, slots)  # (R, d)
 
 
 MULTIPLEXERS: dict[str, type[Multiplexer]] = {
