@@ -37,7 +37,8 @@ HEAD_READS: dict[tuple[str, str], ReadMode] = {
 @dataclass(frozen=True)
 class LayerRole:
     kind: RoleKind
-    demux: bool = False
+    demux: bool = False  # the last layer: demultiplex its output
+    prefix_end: bool = False  # layer K-1: its output is the layer-K state the teacher restarts from
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,8 @@ def plan_injection(model: nn.Module, stacks: list[str] | None, compose_size: int
     roles: dict[str, LayerRole] = {}
     for i in range(n_layers):
         kind = "pass" if i < k else ("mux" if i == k else "carry")
-        roles[f"{stacks[0]}.{i}"] = LayerRole(kind, demux=len(stacks) == 1 and i == n_layers - 1)
+        roles[f"{stacks[0]}.{i}"] = LayerRole(kind, demux=len(stacks) == 1 and i == n_layers - 1,
+                                              prefix_end=i == k - 1)
     if len(stacks) == 2:
         n_dec = len(model.get_submodule(stacks[1]))
         for i in range(n_dec):

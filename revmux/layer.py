@@ -33,6 +33,16 @@ class GroupState:
     batch_size: Optional[int] = None  # B of the current forward, set by the mux layer
     attention_mask: Optional[torch.Tensor] = None  # the model's 2-D input mask, set by RevMuxModel's pre-hook
     read_positions: Optional[torch.Tensor] = None  # (B,) positions to demultiplex this forward; None = all
+    # Training support (revmux.training): record what the losses need, and replay the layer-K states for the teacher.
+    recording: bool = False
+    teacher: bool = False  # run layers >= K un-multiplexed on the recorded layer-K states
+    prefix_output: Any = None  # output of layer K-1 (recorded)
+    instances: Optional[torch.Tensor] = None  # (G*N, T, w) what the multiplexer mixed (recorded)
+    restored: Optional[torch.Tensor] = None  # (B, T, d) demultiplexed output of the last layer (recorded)
+    teacher_hidden: Optional[torch.Tensor] = None  # (B, T, d) un-multiplexed output of the last layer (teacher)
+
+    def clear(self) -> None:
+        self.prefix_output = self.instances = self.restored = self.teacher_hidden = None
 
 
 def execution_device_and_dtype(module: nn.Module) -> tuple[Optional[torch.device], Optional[torch.dtype]]:
@@ -101,7 +111,7 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
                              "Call model.set_adapter(name) with a single adapter name.")
         name = self.active_adapters[0]
         role = self.revmux_role.get(name)
-        return None if role is None or role.kind == "pass" else (name, role)
+        return None if role is None else (name, role)
 
     def forward(self, *args, **kwargs):
         active = self._active_role()
@@ -109,6 +119,13 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
             return self.base_layer(*args, **kwargs)
         name, role = active
         state = self.revmux_state[name]
+        if state.teacher:
+            return self._teacher_forward(role, state, args, kwargs)
+        if role.kind == "pass":
+            out = self.base_layer(*args, **kwargs)
+            if role.prefix_end and state.recording:
+                state.prefix_output = out
+            return out
         n = state.compose_size
 
         # Name every argument except the hidden states, so batch-sized ones can be recognised.
@@ -131,15 +148,30 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
         out = self.base_layer(hidden, **kwargs)
         if not role.demux:
             return out
-        if isinstance(out, tuple):
-            return (self._demux(state, out[0]),) + out[1:]
-        return self._demux(state, out)
+        restored = self._demux(state, out[0] if isinstance(out, tuple) else out)  # (B, T, d)
+        if state.recording:
+            state.restored = restored
+        return (restored,) + out[1:] if isinstance(out, tuple) else restored
+
+    def _teacher_forward(self, role: LayerRole, state: GroupState, args: tuple, kwargs: dict):
+        """The frozen backbone without multiplexing, restarted from the recorded layer-K states."""
+        if role.kind == "pass":
+            if state.prefix_output is None:
+                raise RuntimeError("Teacher mode replays the layer-K states of the last student forward; run the "
+                                   "student under RevMuxModel.recording() first.")
+            return state.prefix_output  # layers [0, K) are not recomputed: replay the output of layer K-1
+        out = self.base_layer(*args, **kwargs)
+        if role.demux:
+            state.teacher_hidden = out[0] if isinstance(out, tuple) else out
+        return out
 
     def _mux(self, name: str, hidden: torch.Tensor) -> torch.Tensor:
         mux = self.revmux_mux[name]
         weight = next(mux.parameters())
-        x = pad_to_groups(hidden, mux.compose_size)  # (G*N, T, d)
-        composite = mux(x.to(weight.device, weight.dtype))  # (G, T, d)
+        x = pad_to_groups(hidden, mux.compose_size).to(weight.device, weight.dtype)  # (G*N, T, d)
+        if self.revmux_state[name].recording:
+            self.revmux_state[name].instances = mux.instances(x)  # (G*N, T, w)
+        composite = mux(x)  # (G, T, d)
         return composite.to(hidden.device, hidden.dtype)
 
     @staticmethod

@@ -157,6 +157,36 @@ class RevMuxModel(BaseTuner):
         finally:
             state.read_mode = previous
 
+    @contextlib.contextmanager
+    def recording(self):
+        """Record what the training losses need during the forward passes inside the block (see GroupState)."""
+        state = self._require_state("recording()")
+        state.clear()
+        state.recording = True
+        try:
+            yield state
+        finally:
+            state.recording = False
+
+    @contextlib.contextmanager
+    def teacher(self):
+        """Run the frozen backbone un-multiplexed from the layer-K states recorded by the last student forward.
+
+        Layers [0, K) are replayed, not recomputed; the last layer's output lands in ``state.teacher_hidden``.
+        """
+        state = self._require_state("teacher()")
+        state.teacher = True
+        try:
+            yield state
+        finally:
+            state.teacher = False
+
+    def _require_state(self, what: str) -> GroupState:
+        state = self._active_state()
+        if state is None:
+            raise RuntimeError(f"{what} needs one active, enabled RevMUX adapter.")
+        return state
+
     # ---- per-forward input checks ------------------------------------------------------------------------------
     def _active_state(self) -> Optional[GroupState]:
         """The GroupState of the adapter that will run, or None when adapters are disabled."""

@@ -1,0 +1,40 @@
+"""The auxiliary losses have the properties the objective relies on."""
+
+import torch
+
+from revmux.losses import info_nce, orthogonality
+
+
+def test_info_nce_ranks_the_true_positive():
+    torch.manual_seed(0)
+    teacher = torch.randn(8, 16)
+    aligned = info_nce(teacher + 0.01 * torch.randn(8, 16), teacher)
+    shuffled = info_nce(teacher[torch.roll(torch.arange(8), 1)], teacher)
+    assert aligned < 0.01
+    assert shuffled > 5.0
+    student = torch.randn(8, 16, requires_grad=True)
+    info_nce(student, teacher).backward()
+    assert student.grad.abs().sum() > 0
+
+
+def test_orthogonality_zero_for_orthogonal_and_one_for_identical():
+    e = torch.eye(4)
+    orthogonal = torch.stack([e[0], e[1], e[2], e[3]]).view(4, 1, 4).expand(4, 3, 4)  # pairs (e0,e1), (e2,e3)
+    assert orthogonality(orthogonal, None, compose_size=2).item() == 0.0
+    identical = torch.randn(2, 3, 4).repeat_interleave(2, dim=0)  # each instance paired with a copy of itself
+    torch.testing.assert_close(orthogonality(identical, None, 2), torch.tensor(1.0))
+    torch.testing.assert_close(orthogonality(-identical * torch.tensor([1, -1, 1, -1.0])[:, None, None], None, 2),
+                               torch.tensor(1.0))
+
+
+def test_orthogonality_ignores_masked_positions_and_dummies():
+    x = torch.randn(4, 5, 8)
+    x[1, 3:] = x[0, 3:]  # identical only where instance 1 is padding
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    with_mask = orthogonality(x, mask, 2, batch_size=3)
+    x[1, 3:] = torch.randn(2, 8)
+    assert torch.equal(with_mask, orthogonality(x, mask, 2, batch_size=3))
+    x[3] = x[2]  # instance 3 is a dummy copy of 2: must not count
+    dummy_free = orthogonality(x, mask, 2, batch_size=3)
+    only_first_group = orthogonality(x[:2], mask[:2], 2)
+    torch.testing.assert_close(dummy_free, only_first_group)
