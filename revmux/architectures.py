@@ -27,7 +27,7 @@ RoleKind = Literal["pass", "mux", "collapse", "carry"]
 # Which positions a head reads, so the demultiplexer can run only there (see ``read_positions``).
 ReadMode = Literal["all", "first", "last_non_pad", "last_real"]
 
-# (family, PEFT task type) -> the positions the model's own head reads. Anything else demultiplexes every position.
+# (family, head kind) -> the positions the model's own head reads. Anything else demultiplexes every position.
 HEAD_READS: dict[tuple[str, str], ReadMode] = {
     ("encoder", "SEQ_CLS"): "first",  # BERT pooler / RoBERTa, DistilBERT heads read the CLS token
     ("decoder", "SEQ_CLS"): "last_non_pad",  # GenericForSequenceClassification: rightmost token != pad_token_id

@@ -49,14 +49,14 @@ def group_first(x: torch.Tensor, compose_size: int) -> torch.Tensor:
     return pad_to_groups(x, compose_size)[::compose_size]  # (G, ...)
 
 
-def collapse_identical(hidden: torch.Tensor, compose_size: int) -> torch.Tensor:
-    """(B, T, d) -> (G, T, d) for inputs that must be identical within a group (encoder-decoder decoder inputs).
+def check_identical_in_groups(x: torch.Tensor, compose_size: int) -> None:
+    """Decoder inputs (B, T_dec[, d]) must be identical within each group: the decoder runs once per group.
 
     Raises:
         ValueError: if two instances of a group differ.
     """
-    x = pad_to_groups(hidden, compose_size)
-    x = x.view(-1, compose_size, *x.shape[1:])  # (G, N, T, d)
+    x = pad_to_groups(x, compose_size)
+    x = x.view(-1, compose_size, *x.shape[1:])  # (G, N, T_dec, ...)
     if not torch.equal(x, x[:, :1].expand_as(x)):
         raise ValueError(
             "Decoder inputs differ inside a group of compose_size instances. RevMUX runs the decoder of an "
@@ -64,7 +64,6 @@ def collapse_identical(hidden: torch.Tensor, compose_size: int) -> torch.Tensor:
             "(e.g. one shared classification prompt, or labels of length 1). Pass identical decoder_input_ids, or "
             "use compose_size instances that share them per group."
         )
-    return x[:, 0]  # (G, T, d)
 
 
 def reduce_layer_argument(name: str, value: Any, batch_size: int, compose_size: int) -> Any:

@@ -18,7 +18,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
 from revmux.architectures import LayerRole
-from revmux.grouping import collapse_identical, pad_to_groups, reduce_layer_argument
+from revmux.grouping import group_first, pad_to_groups, reduce_layer_argument
 from revmux.mux import Multiplexer, build_multiplexer
 
 
@@ -140,8 +140,8 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
         if role.kind == "mux":
             state.batch_size = hidden.shape[0]
             hidden = self._mux(name, hidden)  # (G, T, d)
-        elif role.kind == "collapse":
-            hidden = collapse_identical(hidden, n)  # (G, T_dec, d)
+        elif role.kind == "collapse":  # decoder inputs are checked identical per group (RevMuxModel)
+            hidden = group_first(hidden, n)  # (G, T_dec, d)
         if state.batch_size is None:
             raise RuntimeError("A multiplexed layer ran before the multiplexing layer; call the whole model.")
         kwargs = {k: reduce_layer_argument(k, v, state.batch_size, n) for k, v in kwargs.items()}

@@ -13,7 +13,7 @@ from torch import nn
 
 from revmux.architectures import HEAD_READS, MuxPlan, ReadMode, plan_injection, read_positions
 from revmux.config import RevMuxConfig
-from revmux.grouping import group_union
+from revmux.grouping import check_identical_in_groups, group_union
 from revmux.layer import GroupState, RevMuxLayer
 
 MERGE_ERROR = (
@@ -49,7 +49,7 @@ class RevMuxModel(BaseTuner):
         for plan in self._plans.values():
             if plan.family == "encoder-decoder":  # the decoder module builds its cross-attention mask itself
                 decoder = self.model.get_submodule(plan.stacks[1].rpartition(".")[0])
-                self._hooks.append(decoder.register_forward_pre_hook(self._group_encoder_mask, with_kwargs=True))
+                self._hooks.append(decoder.register_forward_pre_hook(self._prepare_decoder, with_kwargs=True))
                 break
 
     # ---- injection -------------------------------------------------------------------------------------------
@@ -65,8 +65,9 @@ class RevMuxModel(BaseTuner):
         peft_config.combine_first = sum(role.kind == "pass" for role in plan.roles.values())
         name = self._adapter_name_of(peft_config)
         self._plans[name] = plan
-        task = str(getattr(peft_config.task_type, "value", peft_config.task_type))
-        reads = HEAD_READS.get((plan.family, task), "all") if peft_config.demux_positions == "auto" else "all"
+        # What the head reads depends on the model class, not on the PEFT task type (task_type may be None).
+        head = "SEQ_CLS" if type(model).__name__.endswith("ForSequenceClassification") else None
+        reads = HEAD_READS.get((plan.family, head), "all") if peft_config.demux_positions == "auto" else "all"
         self._states[name] = GroupState(peft_config.compose_size, plan.family, read_mode=reads)
 
     def _check_target_module_exists(self, peft_config: RevMuxConfig, key: str) -> bool:
@@ -201,11 +202,21 @@ class RevMuxModel(BaseTuner):
         index = self._forward_params.index(name) if name in self._forward_params else len(args)
         return args[index] if index < len(args) else None
 
-    def _group_encoder_mask(self, module: nn.Module, args: tuple, kwargs: dict):
-        """Decoder pre-hook: the decoder cross-attends to G composites, so its encoder mask becomes the group union."""
+    def _prepare_decoder(self, module: nn.Module, args: tuple, kwargs: dict):
+        """Decoder pre-hook (encoder-decoder models): the decoder runs once per group on the G composites.
+
+        Raises:
+            ValueError: if decoder inputs differ inside a group.
+        """
         state = self._active_state()
+        if state is None or state.teacher:
+            return None
+        inputs = kwargs.get("input_ids")
+        inputs = inputs if inputs is not None else kwargs.get("inputs_embeds")
+        if inputs is not None:
+            check_identical_in_groups(inputs, state.compose_size)
         mask, encoded = kwargs.get("encoder_attention_mask"), kwargs.get("encoder_hidden_states")
-        if state is None or mask is None or encoded is None or mask.shape[0] == encoded.shape[0]:
+        if mask is None or encoded is None or mask.shape[0] == encoded.shape[0]:
             return None
         kwargs["encoder_attention_mask"] = group_union(mask, state.compose_size)  # (B, T) -> (G, T)
         return args, kwargs

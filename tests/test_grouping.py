@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from revmux.grouping import collapse_identical, group_first, group_union, pad_to_groups, reduce_layer_argument
+from revmux.grouping import check_identical_in_groups, group_first, group_union, pad_to_groups, reduce_layer_argument
 
 
 def test_pad_repeats_last_instance():
@@ -29,13 +29,13 @@ def test_first_of_group():
     assert group_first(x, 2).flatten().tolist() == [0, 2, 4]
 
 
-def test_collapse_identical_rejects_different_inputs():
-    same = torch.ones(4, 2, 3)
-    assert collapse_identical(same, 2).shape == (2, 2, 3)
+def test_identical_in_groups_rejects_different_inputs():
+    same = torch.ones(5, 2, dtype=torch.long)
+    check_identical_in_groups(same, 2)
     different = same.clone()
-    different[3, 0, 0] = 2
+    different[3, 0] = 2
     with pytest.raises(ValueError, match="Decoder inputs differ inside a group"):
-        collapse_identical(different, 2)
+        check_identical_in_groups(different, 2)
 
 
 def test_reduce_layer_argument_rules():

