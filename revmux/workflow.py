@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 import transformers as tf
+from accelerate import PartialState
 
 import revmux
 from revmux import assets
@@ -165,28 +166,32 @@ def run_training(config: RunConfig) -> dict:
     family = model_family(teacher_source)
     model, tokenizer = load_model(teacher_source, family, len(task.label_names))
     head = head_for(model, tokenizer, task, config.max_length)
+    main_process = PartialState().is_main_process  # under `accelerate launch`, only one process writes
     teacher_log = []
     if config.teacher_dir is None and family != "decoder":
         print(f"[revmux] training the N=1 teacher ({family}) on {len(splits['train'])} examples")
         trainer = train_teacher(config, model, head, splits["train"], save_dir / "teacher_checkpoints")
         teacher_log = trainer.state.log_history
-        model.save_pretrained(save_dir / "teacher")
-        tokenizer.save_pretrained(save_dir / "teacher")
+        if main_process:
+            model.save_pretrained(save_dir / "teacher")
+            tokenizer.save_pretrained(save_dir / "teacher")
     model.eval()
     teacher_seconds = time.perf_counter() - started
 
     print(f"[revmux] training {config.model_type} at N={config.compose_size} on the frozen teacher")
     muxed, trainer = train_adapter(config, model, head, splits["train"], save_dir / "checkpoints")
-    muxed.save_pretrained(save_dir / "adapter")
-    tokenizer.save_pretrained(save_dir / "adapter")
+    if main_process:
+        muxed.save_pretrained(save_dir / "adapter")
+        tokenizer.save_pretrained(save_dir / "adapter")
     train_seconds = time.perf_counter() - started - teacher_seconds
 
     metrics = evaluate_run(config, muxed, head, task, splits)
     metrics.update(config=asdict(config), family=family, teacher_seconds=teacher_seconds,
                    adapter_seconds=train_seconds, combine_first=muxed.peft_config["default"].combine_first)
-    (save_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    plot_curves(trainer.state.log_history, teacher_log, save_dir / "training_curve.png")
-    print_table(metrics)
+    if main_process:
+        (save_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        plot_curves(trainer.state.log_history, teacher_log, save_dir / "training_curve.png")
+        print_table(metrics)
     return metrics
 
 
