@@ -48,8 +48,17 @@ class ClassificationHead:
         batch["labels"] = torch.tensor([e.label for e in examples], dtype=torch.long)
         return batch
 
-    def encode(self, examples: Sequence[Example]) -> dict:
+    def inputs(self, examples: Sequence[Example]) -> tuple[list[str], list[str] | None]:
+        """The texts (and second texts) the tokenizer sees."""
         raise NotImplementedError
+
+    def encode(self, examples: Sequence[Example]) -> dict:
+        return self._tokenize(*self.inputs(examples))
+
+    def encode_lengths(self, examples: Sequence[Example]) -> list[list[int]]:
+        """Token ids per example without padding (for length-aware batching)."""
+        texts, pairs = self.inputs(examples)
+        return self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)["input_ids"]
 
     def logits(self, model, batch: dict) -> torch.Tensor:
         """(B, C) class logits."""
@@ -70,9 +79,8 @@ class SequenceClassifierHead(ClassificationHead):
 
     family = "encoder"
 
-    def encode(self, examples):
-        pairs = [e.text_pair for e in examples] if self.task.pair else None
-        return self._tokenize([e.text for e in examples], pairs)
+    def inputs(self, examples):
+        return [e.text for e in examples], ([e.text_pair for e in examples] if self.task.pair else None)
 
     def logits(self, model, batch):
         inputs = {k: v for k, v in batch.items() if k != "labels"}
@@ -106,9 +114,12 @@ class LabelWordHead(ClassificationHead):
                                                       add_generation_prompt=True)
         return f"{self.task.instruction}\n{body}\n{answer}\nAnswer:"
 
-    def encode(self, examples):
+    def inputs(self, examples):
         self.tokenizer.truncation_side = "left"  # keep the question and answer cue at the end
-        encoded = self._tokenize([self.prompt(e) for e in examples])
+        return [self.prompt(e) for e in examples], None
+
+    def encode(self, examples):
+        encoded = super().encode(examples)
         encoded.pop("token_type_ids", None)
         return encoded
 
@@ -141,10 +152,13 @@ class Seq2SeqLabelWordHead(ClassificationHead):
         self.label_ids = torch.tensor([tokenizer(w, add_special_tokens=False)["input_ids"][0]
                                        for w in task.label_words])
 
-    def encode(self, examples):
+    def inputs(self, examples):
         texts = [e.text if e.text_pair is None else f"{e.text} {self.tokenizer.sep_token or '|'} {e.text_pair}"
                  for e in examples]
-        encoded = self._tokenize([f"{self.task.instruction} {t}" for t in texts])
+        return [f"{self.task.instruction} {t}" for t in texts], None
+
+    def encode(self, examples):
+        encoded = super().encode(examples)
         encoded.pop("token_type_ids", None)
         encoded["decoder_input_ids"] = torch.full((len(examples), 1), self.start, dtype=torch.long)
         return encoded
