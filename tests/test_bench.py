@@ -57,7 +57,7 @@ def test_json_has_one_record_per_configuration(run):
     expected = [(b, t, n) for b in BATCH_SIZES for t in LENGTHS for n in (1, *COMPOSE_SIZES)]
     assert [(r["batch_size"], r["length"], r["compose_size"]) for r in records] == expected
     keys = {"variant", "times_s", "median_s", "median_ms", "throughput", "speedup", "ceiling", "fraction_of_ceiling",
-            "peak_bytes", "peak_mb", "memory_ratio"}
+            "speedup_paired", "peak_bytes", "peak_mb", "memory_ratio"}
     for r in records:
         assert keys <= set(r)
         assert len(r["times_s"]) == 2
@@ -80,6 +80,8 @@ def test_speedup_and_fraction_recomputed_from_raw_timings(run):
                 assert r["throughput"] == pytest.approx(b / median)
                 assert r["ceiling"] == pytest.approx(ceiling)
                 assert r["fraction_of_ceiling"] == pytest.approx(base_median / median / ceiling)
+                paired = statistics.median(x / y for x, y in zip(rows[1]["times_s"], r["times_s"]))
+                assert r["speedup_paired"] == pytest.approx(paired)
                 assert r["peak_bytes"] > 0
                 assert r["memory_ratio"] == pytest.approx(r["peak_bytes"] / rows[1]["peak_bytes"])
 
