@@ -230,25 +230,30 @@ def _adapter_param_bytes(model: nn.Module) -> int:
 
 
 # ---- timing -------------------------------------------------------------------------------------------------------
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "process": time.process_time}
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _timed(model: nn.Module, inputs: dict, device: torch.device) -> float:
+def _timed(model: nn.Module, inputs: dict, device: torch.device, clock: Callable[[], float] = time.perf_counter
+           ) -> float:
     _sync(device)
-    start = time.perf_counter()
+    start = clock()
     model(**inputs)
     _sync(device)
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def _rounds(variants: list, inputs: dict, device: torch.device, rounds: int, times: Optional[dict]) -> None:
+def _rounds(variants: list, inputs: dict, device: torch.device, rounds: int, times: Optional[dict],
+            clock: Callable[[], float] = time.perf_counter) -> None:
     """Run every variant once per round, alternating them; the first variant of a round rotates."""
     for r in range(rounds):
         for i in range(len(variants)):
             name, _, model = variants[(i + r) % len(variants)]
-            elapsed = _timed(model, inputs, device)
+            elapsed = _timed(model, inputs, device, clock)
             if times is not None:
                 times[name].append(elapsed)
 
@@ -279,52 +284,54 @@ def summarise(batch_size: int, length: int, times: dict, peaks: dict, compose_of
 
 # ---- overhead breakdown -------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _component_timers(model: nn.Module, device: torch.device):
-    """Accumulate wall time per component of one forward: embeddings, each block (the wrapped layer itself), the
-    multiplexer (``RevMuxLayer._mux``), the demultiplexer (``RevMuxLayer._demux``) and the per-layer argument
-    grouping (``reduce_layer_argument``: mask union etc.). Yields a dict name -> list of seconds (one per call)."""
+def _component_timers(models: Sequence[nn.Module], device: torch.device, clock: Callable[[], float]):
+    """Time the components of each model's forward: embeddings, each block (the wrapped layer itself), the multiplexer
+    (``RevMuxLayer._mux``), the demultiplexer (``RevMuxLayer._demux``) and the per-layer argument grouping
+    (``reduce_layer_argument``: mask union etc.). Yields ``spent``: before each forward set ``spent["into"]`` to a
+    dict, which collects label -> seconds summed over the calls. Everything is restored on exit."""
     import revmux.layer as layer_module
     from revmux.architectures import find_layer_stacks
 
-    spent: dict[str, list[float]] = {}
+    spent: dict[str, Any] = {"into": {}}
     handles, started = [], {}
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def add(label: str, seconds: float) -> None:
+        spent["into"][label] = spent["into"].get(label, 0.0) + seconds
 
     def timed_module(module: nn.Module, label: str):
         def pre(*_):
             _sync(device)
-            started[label] = time.perf_counter()
+            started[label] = clock()
 
         def post(*_):
             _sync(device)
-            spent.setdefault(label, []).append(time.perf_counter() - started.pop(label))
+            add(label, clock() - started.pop(label))
 
         handles.append(module.register_forward_pre_hook(pre))
         handles.append(module.register_forward_hook(post))
 
-    embeddings = inner.get_input_embeddings()
-    backbone = getattr(inner, "base_model", inner)
-    timed_module(getattr(backbone, "embeddings", embeddings), "embeddings")
-    stack = inner.get_submodule(find_layer_stacks(inner)[0])
-    for i, block in enumerate(stack):
-        timed_module(block.get_base_layer() if hasattr(block, "get_base_layer") else block, f"layer.{i}")
-
     def wrap(func, label):
         def wrapper(*args, **kwargs):
             _sync(device)
-            start = time.perf_counter()
+            start = clock()
             out = func(*args, **kwargs)
             _sync(device)
-            spent.setdefault(label, []).append(time.perf_counter() - start)
+            add(label, clock() - start)
             return out
         return wrapper
 
     cls = layer_module.RevMuxLayer
     saved = (cls.__dict__["_mux"], cls.__dict__["_demux"], layer_module.reduce_layer_argument)
-    cls._mux = wrap(saved[0], "mux")
-    cls._demux = staticmethod(wrap(saved[1].__func__, "demux"))
-    layer_module.reduce_layer_argument = wrap(saved[2], "group_args")
     try:
+        for model in models:
+            inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+            backbone = getattr(inner, "base_model", inner)
+            timed_module(getattr(backbone, "embeddings", None) or inner.get_input_embeddings(), "embeddings")
+            for i, block in enumerate(inner.get_submodule(find_layer_stacks(inner)[0])):
+                timed_module(block.get_base_layer() if hasattr(block, "get_base_layer") else block, f"layer.{i}")
+        cls._mux = wrap(saved[0], "mux")
+        cls._demux = staticmethod(wrap(saved[1].__func__, "demux"))
+        layer_module.reduce_layer_argument = wrap(saved[2], "group_args")
         yield spent
     finally:
         cls._mux, cls._demux, layer_module.reduce_layer_argument = saved
@@ -332,50 +339,51 @@ def _component_timers(model: nn.Module, device: torch.device):
             handle.remove()
 
 
+BREAKDOWN_PARTS = ("total", "embeddings", "layers_before_k", "mux", "layers_after_k", "demux", "group_args", "other")
+
+
 def overhead_breakdown(variants: list, inputs: dict, device: torch.device, n_layers: int, combine_first: int,
-                       repeats: int = 5) -> list[dict]:
+                       repeats: int = 5, clock: str = "wall") -> list[dict]:
     """Median time per component of one forward for every variant (see ``_component_timers``), in milliseconds.
 
-    Per variant: ``total`` (the whole forward, with the timers on), ``embeddings``, ``layers_before_k`` (sum over
-    layers [0, K)), ``layers_after_k`` (layers [K, L): on the B instances for base, on the B/N composites when
-    multiplexed), ``mux``, ``demux``, ``group_args`` (argument shrinking, all layers together) and ``other`` (the
-    rest: mask building, hooks, wrapper Python, pooler and classifier). For multiplexed variants also
-    ``ideal_after_k`` = base layers_after_k / N and ``overhead`` = what separates the variant from the ideal total.
+    The variants alternate within each of ``repeats`` rounds, as in the benchmark. Per variant: ``total`` (the whole
+    forward, timers on), ``embeddings``, ``layers_before_k`` (sum over layers [0, K)), ``layers_after_k`` (layers
+    [K, L): on the B instances for base, on the B/N composites when multiplexed), ``mux``, ``demux``, ``group_args``
+    (argument shrinking, all layers together) and ``other`` (the rest: mask building, hooks, wrapper Python, pooler
+    and classifier). For multiplexed variants also ``ideal_after_k`` = base layers_after_k / N, ``ideal_total`` =
+    base total with layers_after_k replaced by that, ``overhead`` = total - ideal_total and its parts.
     """
-    rows = []
-    for name, n, model in variants:
-        per_round: list[dict[str, float]] = []
-        with _component_timers(model, device) as spent:
-            model(**inputs)  # warm the hooks
-            for _ in range(repeats):
-                spent.clear()
-                _sync(device)
-                start = time.perf_counter()
-                model(**inputs)
-                _sync(device)
-                total = time.perf_counter() - start
-                sums = {label: sum(v) for label, v in spent.items()}
+    tick = CLOCKS[clock]
+    per_round: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in variants}
+    with _component_timers([model for _, _, model in variants], device, tick) as spent:
+        for r in range(repeats + 1):  # round 0 warms the hooks
+            for i in range(len(variants)):
+                name, _, model = variants[(i + r) % len(variants)]
+                sums = spent["into"] = {}
+                total = _timed(model, inputs, device, tick)
                 row = {
                     "total": total,
                     "embeddings": sums.get("embeddings", 0.0),
-                    "layers_before_k": sum(sums.get(f"layer.{i}", 0.0) for i in range(combine_first)),
-                    "layers_after_k": sum(sums.get(f"layer.{i}", 0.0) for i in range(combine_first, n_layers)),
+                    "layers_before_k": sum(sums.get(f"layer.{j}", 0.0) for j in range(combine_first)),
+                    "layers_after_k": sum(sums.get(f"layer.{j}", 0.0) for j in range(combine_first, n_layers)),
                     "mux": sums.get("mux", 0.0),
                     "demux": sums.get("demux", 0.0),
                     "group_args": sums.get("group_args", 0.0),
                 }
                 # mux runs inside layer K's wrapper but outside its base layer; demux after the last base layer.
                 row["other"] = total - sum(v for k, v in row.items() if k != "total")
-                per_round.append(row)
-        med = {k: statistics.median(r[k] for r in per_round) * 1e3 for k in per_round[0]}
+                if r:
+                    per_round[name].append(row)
+    rows = []
+    for name, n, _ in variants:
+        med = {k: statistics.median(row[k] for row in per_round[name]) * 1e3 for k in BREAKDOWN_PARTS}
         rows.append({"variant": name, "compose_size": n, **{f"{k}_ms": v for k, v in med.items()}})
     base = rows[0]
     for row in rows[1:]:
         n = row["compose_size"]
         row["ideal_after_k_ms"] = base["layers_after_k_ms"] / n
-        ideal_total = base["total_ms"] - base["layers_after_k_ms"] + row["ideal_after_k_ms"]
-        row["ideal_total_ms"] = ideal_total
-        row["overhead_ms"] = row["total_ms"] - ideal_total
+        row["ideal_total_ms"] = base["total_ms"] - base["layers_after_k_ms"] + row["ideal_after_k_ms"]
+        row["overhead_ms"] = row["total_ms"] - row["ideal_total_ms"]
         row["overhead_parts_ms"] = {
             "mux": row["mux_ms"], "demux": row["demux_ms"], "group_args": row["group_args_ms"],
             "layers_after_k_vs_ideal": row["layers_after_k_ms"] - row["ideal_after_k_ms"],
@@ -435,7 +443,7 @@ def run_benchmark(model_name: str = "minilm", combine_first: Optional[int] = Non
                   lengths: Sequence[int] = (64, 128), repeats: int = 7, warmup: int = 2, dtype: str = "float32",
                   device: str = "cpu", threads: Optional[int] = None, accuracy_json: Optional[str] = None,
                   output_dir: Optional[str] = None, ragged: bool = False, breakdown: bool = False,
-                  seed: int = 0, progress: bool = True, verbose: bool = True) -> dict:
+                  clock: str = "wall", seed: int = 0, progress: bool = True, verbose: bool = True) -> dict:
     """Measure the base model against RevMUX at every compose size, batch size and length; see the module docstring.
 
     Returns:
@@ -457,6 +465,8 @@ def run_benchmark(model_name: str = "minilm", combine_first: Optional[int] = Non
     compose_sizes, batch_sizes, lengths = list(compose_sizes), list(batch_sizes), list(lengths)
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {', '.join(CLOCKS)}, got {clock!r}.")
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}.")
     if device == "cuda" and not torch.cuda.is_available():
@@ -490,7 +500,9 @@ def run_benchmark(model_name: str = "minilm", combine_first: Optional[int] = Non
         "base_param_bytes": _param_bytes(base),
         "adapter_param_bytes": {str(n): _adapter_param_bytes(m) for name, n, m in variants[1:]},
         "memory_method": MEMORY_METHOD[device],
-        "timing_method": "wall time (time.perf_counter, CUDA synchronised) of one forward under "
+        "clock": clock,
+        "timing_method": ("wall time (time.perf_counter" if clock == "wall" else "CPU time of the process, all "
+                          "threads (time.process_time") + ", CUDA synchronised) of one forward under "
                          "torch.inference_mode(); variants alternate within each round, the first one rotating",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "load_average_start": _load_average(),
@@ -504,9 +516,9 @@ def run_benchmark(model_name: str = "minilm", combine_first: Optional[int] = Non
         for b, t in bar:
             bar.set_postfix_str(f"batch {b} x length {t}")
             inputs = make_inputs(b, t, facts["vocab_size"], device, seed, ragged, facts["pad_token_id"])
-            _rounds(variants, inputs, torch_device, warmup, None)
+            _rounds(variants, inputs, torch_device, warmup, None, CLOCKS[clock])
             times = {name: [] for name, _, _ in variants}
-            _rounds(variants, inputs, torch_device, repeats, times)
+            _rounds(variants, inputs, torch_device, repeats, times, CLOCKS[clock])
             peaks = {name: measure_peak_memory(lambda m=model: m(**inputs), torch_device)[1]
                      for name, _, model in variants}
             records.extend(summarise(b, t, times, peaks, compose_of, n_layers, k))
@@ -514,7 +526,7 @@ def run_benchmark(model_name: str = "minilm", combine_first: Optional[int] = Non
         if breakdown:
             b, t = max(batch_sizes), lengths[0]
             inputs = make_inputs(b, t, facts["vocab_size"], device, seed, ragged, facts["pad_token_id"])
-            breakdown_rows = overhead_breakdown(variants, inputs, torch_device, n_layers, k, repeats=max(repeats, 3))
+            breakdown_rows = overhead_breakdown(variants, inputs, torch_device, n_layers, k, max(repeats, 3), clock)
             for row in breakdown_rows:
                 row.update(batch_size=b, length=t)
     meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -546,7 +558,7 @@ def format_table(results: dict) -> str:
     meta = results["meta"]
     head = (f"{meta['model_name']} ({meta['model_class']}, L={meta['n_layers']}, d={meta['hidden_size']}), "
             f"K={meta['combine_first']}, {meta['dtype']} on {meta['device']} "
-            f"({meta['machine']['torch_threads']} threads), median of {meta['repeats']}, load average "
+            f"({meta['machine']['torch_threads']} threads), median of {meta['repeats']} ({meta['clock']} clock), load average "
             f"{meta.get('load_average_start')} -> {meta.get('load_average_end')}")
     cols = f"{'batch':>5} {'len':>4} {'variant':>7} {'median ms':>10} {'inst/s':>8} {'speed-up':>8} {'S':>6} " \
            f"{'of S':>6} {'paired':>6} {'peak MB':>8} {'mem/base':>8}"
@@ -562,7 +574,7 @@ def format_table(results: dict) -> str:
 
 def format_breakdown(rows: list[dict]) -> str:
     """The overhead breakdown as a table of milliseconds per component."""
-    keys = ["total", "embeddings", "layers_before_k", "mux", "layers_after_k", "demux", "group_args", "other"]
+    keys = BREAKDOWN_PARTS
     lines = [f"time per component (ms, median), batch {rows[0]['batch_size']} x length {rows[0]['length']}",
              f"{'variant':>8} " + " ".join(f"{k:>15}" for k in keys) + f" {'ideal total':>12} {'overhead':>9}"]
     for row in rows:
@@ -653,6 +665,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--breakdown", action="store_true",
                         help="Also time the components of one forward (mux, demux, argument grouping, layers) at "
                              "the largest batch size and first length.")
+    parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                        help="'wall': elapsed time (default). 'process': CPU time of this process (all its threads), "
+                             "which does not count time the process waits while other programs use the cores; "
+                             "use it with --threads 1 on a shared machine (with more threads it also counts the "
+                             "time threads spin while waiting for each other).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the random inputs and weights. Default: 0.")
     parser.add_argument("--no_progress", action="store_true", help="No progress bar.")
     parser.add_argument("--output_dir", default=None, help="Write bench.json and bench.png here.")
@@ -665,7 +682,8 @@ def main(args: argparse.Namespace) -> dict:
         batch_sizes=args.batch_sizes, lengths=args.lengths, repeats=args.repeats, warmup=args.warmup,
         dtype=args.dtype, device=args.device, threads=args.threads, accuracy_json=args.accuracy_json,
         output_dir=args.output_dir, ragged=getattr(args, "ragged", False),
-        breakdown=getattr(args, "breakdown", False), seed=getattr(args, "seed", 0),
+        breakdown=getattr(args, "breakdown", False), clock=getattr(args, "clock", "wall"),
+        seed=getattr(args, "seed", 0),
         progress=not getattr(args, "no_progress", False))
 
 

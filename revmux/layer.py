@@ -10,7 +10,7 @@ Every block after the mux point receives its batch-sized arguments shrunk to G r
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
@@ -33,6 +33,7 @@ class GroupState:
     batch_size: Optional[int] = None  # B of the current forward, set by the mux layer
     attention_mask: Optional[torch.Tensor] = None  # the model's 2-D input mask, set by RevMuxModel's pre-hook
     read_positions: Optional[torch.Tensor] = None  # (B,) positions to demultiplex this forward; None = all
+    reduced: dict = field(default_factory=dict)  # argument name -> (original, shrunk), reused by later layers
     # Training support (revmux.training): record what the losses need, and replay the layer-K states for the teacher.
     recording: bool = False
     teacher: bool = False  # run layers >= K un-multiplexed on the recorded layer-K states
@@ -139,12 +140,13 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
 
         if role.kind == "mux":
             state.batch_size = hidden.shape[0]
+            state.reduced = {}
             hidden = self._mux(name, hidden)  # (G, T, d)
         elif role.kind == "collapse":  # decoder inputs are checked identical per group (RevMuxModel)
             hidden = group_first(hidden, n)  # (G, T_dec, d)
         if state.batch_size is None:
             raise RuntimeError("A multiplexed layer ran before the multiplexing layer; call the whole model.")
-        kwargs = {k: reduce_layer_argument(k, v, state.batch_size, n) for k, v in kwargs.items()}
+        kwargs = {k: self._reduced(state, k, v) for k, v in kwargs.items()}
         out = self.base_layer(hidden, **kwargs)
         if not role.demux:
             return out
@@ -152,6 +154,17 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
         if state.recording:
             state.restored = restored
         return (restored,) + out[1:] if isinstance(out, tuple) else restored
+
+    @staticmethod
+    def _reduced(state: GroupState, name: str, value: Any) -> Any:
+        """``reduce_layer_argument``, computed once per forward: every layer receives the same mask objects."""
+        cached = state.reduced.get(name)
+        if cached is not None and cached[0] is value:
+            return cached[1]
+        reduced = reduce_layer_argument(name, value, state.batch_size, state.compose_size)
+        if reduced is not value:
+            state.reduced[name] = (value, reduced)
+        return reduced
 
     def _teacher_forward(self, role: LayerRole, state: GroupState, args: tuple, kwargs: dict):
         """The frozen backbone without multiplexing, restarted from the recorded layer-K states."""

@@ -237,6 +237,7 @@ class RevMuxModel(BaseTuner):
         if cache is not None and type(cache).__name__ not in ("DynamicCache", "EncoderDecoderCache"):
             raise ValueError(f"{type(cache).__name__} is not supported by RevMUX: its layers after the multiplexing "
                              "point hold fewer rows than the batch. Use the default DynamicCache.")
+        state.reduced = {}  # a new forward (also each decoding step): shrink its arguments afresh
         mask = self._argument("attention_mask", args, kwargs)
         state.attention_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
         input_ids = self._argument("input_ids", args, kwargs)

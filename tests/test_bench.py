@@ -160,6 +160,14 @@ def test_format_table_has_a_row_per_record(run):
     assert len(table.splitlines()) == 3 + len(results["records"])
 
 
+def test_process_clock_and_unragged_inputs():
+    results = bench.run_benchmark("tiny", compose_sizes=[2], batch_sizes=[2], lengths=[4], repeats=1, warmup=0,
+                                  clock="process", progress=False, verbose=False)
+    assert results["meta"]["clock"] == "process" and results["meta"]["ragged"] is False
+    assert [r["variant"] for r in results["records"]] == ["base", "N=2"]
+    assert results["files"] == {} and results["breakdown"] is None
+
+
 def test_bad_accuracy_json(tmp_path):
     path = tmp_path / "acc.json"
     path.write_text(json.dumps([{"compose_size": "2", "accuracy": 0.8}]))
