@@ -11,10 +11,17 @@ through:
 
 Every model is in eval mode and every forward runs under ``torch.inference_mode()``. After ``warmup`` untimed rounds,
 each of ``repeats`` rounds runs every variant once, alternating them (the starting variant rotates from round to
-round), so that machine noise hits all variants alike. Reported per variant: the median wall time of one forward,
-throughput (B / median), speed-up = median_base / median_variant, the ceiling
-S = L / (K + (L - K) / N) of the multiplexed stack of L layers (method.md, "Speed-up ceiling") and the fraction of it
-reached, and the peak activation memory with its ratio to the base model's. All raw timings go to ``bench.json``.
+round), so that machine noise hits all variants alike. Reported per variant: the median time of one forward,
+throughput (B / median), speed-up = median_base / median_variant, the ceiling S = L / (K + (L - K) / N) of the
+multiplexed stack of L layers (method.md, "Speed-up ceiling") and the fraction of it reached, the paired speed-up
+(median over rounds of base time / variant time within the round: robust to load that shifts between rounds), and
+the peak activation memory with its ratio to the base model's. All raw timings go to ``bench.json``.
+
+``clock="wall"`` (default) times elapsed time; ``clock="process"`` times the CPU time of the process, which does not
+count time the process waits while other programs use the cores (meaningful with ``threads=1``). ``breakdown=True``
+also times the parts of one forward (embeddings, layers before K, multiplexer, layers after K, demultiplexer,
+argument grouping, rest) with forward hooks and temporary wrappers around ``RevMuxLayer._mux`` / ``_demux`` and
+``reduce_layer_argument``, which are restored afterwards.
 
 Peak memory
 -----------
@@ -26,14 +33,17 @@ reported separately in ``meta``).
   the forward.
 * CPU: the forward runs once under ``torch.profiler.profile(activities=[CPU], profile_memory=True)``. With memory
   profiling on, c10's CPU allocator reports every allocation (+bytes) and every free (-bytes) of a block it handed out
-  while profiling (frees of older blocks are reported as 0 bytes and ignored) as ``[memory]`` events, in the order they
-  happened. The running sum of those events is the live allocated memory; its maximum is the peak. This sees every
-  tensor the allocator hands out, including the scratch buffers of fused kernels (SDPA, GEMM), which a Python-level
-  tensor tracker would miss; RSS high-water marks (``VmHWM``) were rejected because the glibc allocator keeps freed
-  pages and the mark includes the parameters.
-  Verified in ``tests/test_bench.py`` (a 4 MiB tensor allocated inside the measured function reports >= 4 MiB; two
-  successive 4 MiB / 8 MiB allocations report 8 MiB when the first is freed first and 12 MiB when both are alive),
-  and on a ``Linear(384 -> 1536)`` over 4096 tokens the reported peak is exactly the 24 MiB output tensor.
+  while profiling as ``[memory]`` events, in the order they happened (frees of blocks allocated before profiling
+  started are not reported; c10 then prints a harmless one-time warning "Memory block of unknown size was allocated
+  before the profiling started"). The running sum of those events is the live allocated memory; its maximum is the
+  peak. This sees every buffer the allocator hands out, including the scratch buffers of fused kernels (SDPA, GEMM),
+  which a Python-level tensor tracker would miss; RSS high-water marks (``VmHWM``) were rejected because the glibc
+  allocator keeps freed pages and the mark includes the parameters.
+  Verified in ``tests/test_bench.py``: a 4 MiB tensor allocated inside the measured function reports >= 4 MiB;
+  4 MiB then 8 MiB report 8 MiB when the first is freed before the second is allocated and 12 MiB when both are
+  alive; a ``Linear(64 -> 256)`` over 512 rows reports exactly its 512 KiB output. On real forwards (all-MiniLM-L6-v2,
+  batch 64 x 64 and 16 x 128, SDPA and eager attention, base and multiplexed) it agreed within 0.01 MiB with a
+  ``TorchDispatchMode`` that tracks the live bytes of every tensor storage an operator returns.
   Profiling slows the forward, so memory is measured in a separate, untimed forward.
 
 Command line (``python -m revmux.bench`` or ``revmux bench``)::
@@ -48,7 +58,6 @@ import contextlib
 import copy
 import gc
 import json
-import math
 import os
 import platform
 import statistics
@@ -276,7 +285,7 @@ def summarise(batch_size: int, length: int, times: dict, peaks: dict, compose_of
             "fraction_of_ceiling": speedup / ceiling,
             # the same ratio taken within each round, then the median over rounds: less sensitive to slow drifts
             "speedup_paired": statistics.median(b_ / v_ for b_, v_ in zip(times["base"], samples)),
-            "peak_bytes": peak, "peak_mb": None if peak is None else peak / 2**20,
+            "peak_bytes": peak, "peak_mb": None if peak is None else peak / 2**20,  # MiB
             "memory_ratio": None if peak is None or not peaks.get("base") else peak / peaks["base"],
         })
     return records
@@ -438,6 +447,18 @@ def load_accuracy(path: str | os.PathLike) -> list[dict]:
     return entries
 
 
+@contextlib.contextmanager
+def _num_threads(threads: Optional[int]):
+    """torch.set_num_threads(threads) inside the block (nothing for None); the previous setting is restored after."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def run_benchmark(model_name: str = "minilm", combine_first: Optional[int] = None,
                   compose_sizes: Sequence[int] = (2, 4), batch_sizes: Sequence[int] = (16, 32, 64),
                   lengths: Sequence[int] = (64, 128), repeats: int = 7, warmup: int = 2, dtype: str = "float32",
@@ -452,7 +473,7 @@ def run_benchmark(model_name: str = "minilm", combine_first: Optional[int] = Non
         of ``compose_sizes``, with keys batch_size, length, variant, compose_size (1 for base), times_s (raw seconds
         per timed forward), median_s, median_ms, throughput (instances/s), speedup (median_base / median), ceiling
         (S), fraction_of_ceiling, speedup_paired (median over rounds of base time / variant time in that round),
-        peak_bytes, peak_mb and memory_ratio (peak / base peak). ``breakdown`` (with
+        peak_bytes, peak_mb (MiB) and memory_ratio (peak / base peak). ``breakdown`` (with
         ``breakdown=True``) holds ``overhead_breakdown`` rows at the largest batch size and the first length.
         With ``output_dir``, writes ``bench.json`` and (if matplotlib is installed) ``bench.png`` there.
 
@@ -477,78 +498,81 @@ def run_benchmark(model_name: str = "minilm", combine_first: Optional[int] = Non
         raise ValueError(f"batch sizes and lengths must be positive, got {batch_sizes} and {lengths}.")
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}.")
-    if threads is not None:
-        torch.set_num_threads(threads)
-    accuracy = load_accuracy(accuracy_json) if accuracy_json else None
-    torch_device = torch.device(device)
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}.")
+    with _num_threads(threads):
+        accuracy = load_accuracy(accuracy_json) if accuracy_json else None
+        torch_device = torch.device(device)
 
-    base = build_base_model(model_name, dtype, device, seed)
-    facts = model_facts(base)
-    n_layers = facts["n_layers"]
-    k = n_layers // 2 if combine_first is None else combine_first
-    if not 0 <= k < n_layers:
-        raise ValueError(f"combine_first={k} is out of range for {n_layers} layers (0 <= K < {n_layers}).")
-    if facts["max_length"] and max(lengths) > facts["max_length"]:
-        raise ValueError(f"length {max(lengths)} exceeds the model's max_position_embeddings {facts['max_length']}.")
-    variants = build_variants(base, compose_sizes, k, seed)
-    compose_of = {name: n for name, n, _ in variants}
-    meta = {
-        "model_name": model_name, **facts, "combine_first": k, "compose_sizes": compose_sizes,
-        "batch_sizes": batch_sizes, "lengths": lengths, "repeats": repeats, "warmup": warmup, "dtype": dtype,
-        "device": device, "ragged": ragged, "seed": seed, "machine": _machine(),
-        "ceilings": {str(n): speedup_ceiling(n_layers, k, n) for n in compose_sizes},
-        "base_param_bytes": _param_bytes(base),
-        "adapter_param_bytes": {str(n): _adapter_param_bytes(m) for name, n, m in variants[1:]},
-        "memory_method": MEMORY_METHOD[device],
-        "clock": clock,
-        "timing_method": ("wall time (time.perf_counter" if clock == "wall" else "CPU time of the process, all "
-                          "threads (time.process_time") + ", CUDA synchronised) of one forward under "
-                         "torch.inference_mode(); variants alternate within each round, the first one rotating",
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "load_average_start": _load_average(),
-    }
-    del base
+        base = build_base_model(model_name, dtype, device, seed)
+        facts = model_facts(base)
+        n_layers = facts["n_layers"]
+        k = n_layers // 2 if combine_first is None else combine_first
+        if not 0 <= k < n_layers:
+            raise ValueError(f"combine_first={k} is out of range for {n_layers} layers (0 <= K < {n_layers}).")
+        if facts["max_length"] and max(lengths) > facts["max_length"]:
+            raise ValueError(f"length {max(lengths)} exceeds the model's max_position_embeddings "
+                             f"{facts['max_length']}.")
+        variants = build_variants(base, compose_sizes, k, seed)
+        compose_of = {name: n for name, n, _ in variants}
+        meta = {
+            "model_name": model_name, **facts, "combine_first": k, "compose_sizes": compose_sizes,
+            "batch_sizes": batch_sizes, "lengths": lengths, "repeats": repeats, "warmup": warmup, "dtype": dtype,
+            "device": device, "ragged": ragged, "seed": seed, "machine": _machine(),
+            "ceilings": {str(n): speedup_ceiling(n_layers, k, n) for n in compose_sizes},
+            "base_param_bytes": _param_bytes(base),
+            "adapter_param_bytes": {str(n): _adapter_param_bytes(m) for name, n, m in variants[1:]},
+            "memory_method": MEMORY_METHOD[device],
+            "clock": clock,
+            "timing_method": ("wall time (time.perf_counter" if clock == "wall" else "CPU time of the process, all "
+                              "threads (time.process_time") + ", CUDA synchronised) of one forward under "
+                             "torch.inference_mode(); variants alternate within each round, the first one rotating",
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "load_average_start": _load_average(),
+        }
+        del base
 
-    records: list[dict] = []
-    configs = [(b, t) for b in batch_sizes for t in lengths]
-    bar = tqdm(configs, desc="revmux bench", disable=not progress, file=sys.stderr)
-    with torch.inference_mode():
-        for b, t in bar:
-            bar.set_postfix_str(f"batch {b} x length {t}")
-            inputs = make_inputs(b, t, facts["vocab_size"], device, seed, ragged, facts["pad_token_id"])
-            _rounds(variants, inputs, torch_device, warmup, None, CLOCKS[clock])
-            times = {name: [] for name, _, _ in variants}
-            _rounds(variants, inputs, torch_device, repeats, times, CLOCKS[clock])
-            peaks = {name: measure_peak_memory(lambda m=model: m(**inputs), torch_device)[1]
-                     for name, _, model in variants}
-            records.extend(summarise(b, t, times, peaks, compose_of, n_layers, k))
-        breakdown_rows = None
-        if breakdown:
-            b, t = max(batch_sizes), lengths[0]
-            inputs = make_inputs(b, t, facts["vocab_size"], device, seed, ragged, facts["pad_token_id"])
-            breakdown_rows = overhead_breakdown(variants, inputs, torch_device, n_layers, k, max(repeats, 3), clock)
-            for row in breakdown_rows:
-                row.update(batch_size=b, length=t)
-    meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    meta["load_average_end"] = _load_average()
-    results = {"meta": meta, "records": records, "accuracy": accuracy, "breakdown": breakdown_rows, "files": {}}
+        records: list[dict] = []
+        configs = [(b, t) for b in batch_sizes for t in lengths]
+        bar = tqdm(configs, desc="revmux bench", disable=not progress, file=sys.stderr)
+        with torch.inference_mode():
+            for b, t in bar:
+                bar.set_postfix_str(f"batch {b} x length {t}")
+                inputs = make_inputs(b, t, facts["vocab_size"], device, seed, ragged, facts["pad_token_id"])
+                _rounds(variants, inputs, torch_device, warmup, None, CLOCKS[clock])
+                times = {name: [] for name, _, _ in variants}
+                _rounds(variants, inputs, torch_device, repeats, times, CLOCKS[clock])
+                peaks = {name: measure_peak_memory(lambda m=model: m(**inputs), torch_device)[1]
+                         for name, _, model in variants}
+                records.extend(summarise(b, t, times, peaks, compose_of, n_layers, k))
+            breakdown_rows = None
+            if breakdown:
+                b, t = max(batch_sizes), lengths[0]
+                inputs = make_inputs(b, t, facts["vocab_size"], device, seed, ragged, facts["pad_token_id"])
+                breakdown_rows = overhead_breakdown(variants, inputs, torch_device, n_layers, k, max(repeats, 3),
+                                                    clock)
+                for row in breakdown_rows:
+                    row.update(batch_size=b, length=t)
+        meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        meta["load_average_end"] = _load_average()
+        results = {"meta": meta, "records": records, "accuracy": accuracy, "breakdown": breakdown_rows, "files": {}}
 
-    if verbose:
-        print(format_table(results))
-        if breakdown_rows:
-            print(format_breakdown(breakdown_rows))
-    if output_dir is not None:
-        out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        png = plot_results(results, out / "bench.png")
-        if png is None and verbose:
-            print("note: matplotlib is not installed, so bench.png was not written "
-                  "(pip install matplotlib, or pip install 'revmux[plot]').")
-        results["files"] = {"json": str(out / "bench.json"), "png": None if png is None else str(png)}
-        with open(out / "bench.json", "w", encoding="utf-8") as fh:
-            json.dump(results, fh, indent=1)
         if verbose:
-            print(f"wrote {out / 'bench.json'}" + (f" and {png}" if png else ""))
+            print(format_table(results))
+            if breakdown_rows:
+                print(format_breakdown(breakdown_rows))
+        if output_dir is not None:
+            out = Path(output_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            png = plot_results(results, out / "bench.png")
+            if png is None and verbose:
+                print("note: matplotlib is not installed, so bench.png was not written "
+                      "(pip install matplotlib, or pip install 'revmux[plot]').")
+            results["files"] = {"json": str(out / "bench.json"), "png": None if png is None else str(png)}
+            with open(out / "bench.json", "w", encoding="utf-8") as fh:
+                json.dump(results, fh, indent=1)
+            if verbose:
+                print(f"wrote {out / 'bench.json'}" + (f" and {png}" if png else ""))
     return results
 
 
@@ -558,10 +582,10 @@ def format_table(results: dict) -> str:
     meta = results["meta"]
     head = (f"{meta['model_name']} ({meta['model_class']}, L={meta['n_layers']}, d={meta['hidden_size']}), "
             f"K={meta['combine_first']}, {meta['dtype']} on {meta['device']} "
-            f"({meta['machine']['torch_threads']} threads), median of {meta['repeats']} ({meta['clock']} clock), load average "
-            f"{meta.get('load_average_start')} -> {meta.get('load_average_end')}")
+            f"({meta['machine']['torch_threads']} threads), median of {meta['repeats']} ({meta['clock']} clock), "
+            f"load average {meta.get('load_average_start')} -> {meta.get('load_average_end')}")
     cols = f"{'batch':>5} {'len':>4} {'variant':>7} {'median ms':>10} {'inst/s':>8} {'speed-up':>8} {'S':>6} " \
-           f"{'of S':>6} {'paired':>6} {'peak MB':>8} {'mem/base':>8}"
+           f"{'of S':>6} {'paired':>6} {'peak MiB':>8} {'mem/base':>8}"
     lines = [head, cols, "-" * len(cols)]
     for r in results["records"]:
         peak = "-" if r["peak_mb"] is None else f"{r['peak_mb']:.1f}"

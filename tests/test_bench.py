@@ -161,8 +161,11 @@ def test_format_table_has_a_row_per_record(run):
 
 
 def test_process_clock_and_unragged_inputs():
+    threads = torch.get_num_threads()
     results = bench.run_benchmark("tiny", compose_sizes=[2], batch_sizes=[2], lengths=[4], repeats=1, warmup=0,
-                                  clock="process", progress=False, verbose=False)
+                                  clock="process", threads=1, progress=False, verbose=False)
+    assert results["meta"]["machine"]["torch_threads"] == 1
+    assert torch.get_num_threads() == threads  # restored
     assert results["meta"]["clock"] == "process" and results["meta"]["ragged"] is False
     assert [r["variant"] for r in results["records"]] == ["base", "N=2"]
     assert results["files"] == {} and results["breakdown"] is None
