@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 
 from revmux import assets
-from revmux.workflow import RunConfig, run_training
+from revmux.bench import run_benchmark
+from revmux.workflow import RunConfig, print_table, run_training
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max_eval_examples", type=int, default=None)
     p.add_argument("--pairings", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bench_batch", type=int, default=64)
+    p.add_argument("--bench_length", type=int, default=64)
+    p.add_argument("--bench_repeats", type=int, default=5)
 
 
 def run_demo(args: argparse.Namespace) -> dict:
@@ -39,7 +43,15 @@ def run_demo(args: argparse.Namespace) -> dict:
         max_length=args.max_length, max_train_examples=args.max_train_examples,
         max_eval_examples=args.max_eval_examples, pairings=args.pairings, seed=args.seed, save_checkpoints=False,
     )
-    metrics = run_training(config)
-    print(json.dumps({k: metrics[k]["accuracy"] for k in metrics if k.endswith(("dev", "heldout"))}, indent=2))
+    metrics = run_training(config, report=False)
+    print(f"[revmux] measuring the speed-up: trained teacher, batch {args.bench_batch} x {args.bench_length} tokens")
+    bench = run_benchmark(model_name=str(Path(args.save_dir) / "teacher"), combine_first=args.combine_first,
+                          compose_sizes=[args.compose_size], batch_sizes=[args.bench_batch],
+                          lengths=[args.bench_length], repeats=args.bench_repeats, warmup=1, verbose=False)
+    record = next(r for r in bench["records"] if r["compose_size"] == args.compose_size)
+    metrics["speedup"] = {k: record[k] for k in ("speedup", "ceiling", "fraction_of_ceiling", "memory_ratio",
+                                                 "batch_size", "length")}
     (Path(args.save_dir) / "demo.json").write_text(json.dumps(metrics, indent=2))
+    print()
+    print_table(metrics)
     return metrics

@@ -153,7 +153,7 @@ def train_adapter(config: RunConfig, teacher, head, train: list[Example], output
     return model, trainer
 
 
-def run_training(config: RunConfig) -> dict:
+def run_training(config: RunConfig, report: bool = True) -> dict:
     """The whole workflow; writes teacher/, adapter/, metrics.json and training_curve.png under save_dir."""
     save_dir = Path(config.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
@@ -191,7 +191,8 @@ def run_training(config: RunConfig) -> dict:
     if main_process:
         (save_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         plot_curves(trainer.state.log_history, teacher_log, save_dir / "training_curve.png")
-        print_table(metrics)
+        if report:
+            print_table(metrics)
     return metrics
 
 
