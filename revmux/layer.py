@@ -17,7 +17,7 @@ import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
-from revmux.architectures import LayerRole
+from revmux.architectures import LayerRole, read_positions
 from revmux.grouping import group_first, pad_to_groups, reduce_layer_argument
 from revmux.mux import Multiplexer, build_multiplexer
 
@@ -31,8 +31,13 @@ class GroupState:
     read_mode: str = "all"  # which positions the head reads (architectures.HEAD_READS); "all" = every position
     multiplexer: Optional[Multiplexer] = None  # owned (registered) by the mux layer
     batch_size: Optional[int] = None  # B of the current forward, set by the mux layer
-    attention_mask: Optional[torch.Tensor] = None  # the model's 2-D input mask, set by RevMuxModel's pre-hook
-    read_positions: Optional[torch.Tensor] = None  # (B,) positions to demultiplex this forward; None = all
+    # What the demultiplexer needs to find the read positions of this forward (set by RevMuxModel's pre-hook; the
+    # positions themselves are computed at the demux, so they never add to the peak memory of earlier layers).
+    read_now: str = "all"  # read_mode, or "all" when this forward must restore every position
+    input_ids: Optional[torch.Tensor] = None
+    attention_mask: Optional[torch.Tensor] = None  # the model's 2-D input mask
+    length: int = 0
+    pad_token_id: Optional[int] = None
     reduced: dict = field(default_factory=dict)  # argument name -> (original, shrunk), reused by later layers
     # Training support (revmux.training): record what the losses need, and replay the layer-K states for the teacher.
     recording: bool = False
@@ -41,6 +46,14 @@ class GroupState:
     instances: Optional[torch.Tensor] = None  # (G*N, T, w) what the multiplexer mixed (recorded)
     restored: Optional[torch.Tensor] = None  # (B, T, d) demultiplexed output of the last layer (recorded)
     teacher_hidden: Optional[torch.Tensor] = None  # (B, T, d) un-multiplexed output of the last layer (teacher)
+
+    def take_read_positions(self, device) -> Optional[torch.Tensor]:
+        """(B,) positions the head reads in this forward, or None for all; drops the references to the inputs."""
+        mode, self.read_now = self.read_now, "all"
+        ids, mask, self.input_ids, self.attention_mask = self.input_ids, self.attention_mask, None, None
+        if mode == "all":
+            return None
+        return read_positions(mode, self.batch_size, self.length, ids, mask, self.pad_token_id, device=device)
 
     def clear(self) -> None:
         self.prefix_output = self.instances = self.restored = self.teacher_hidden = None
@@ -193,12 +206,11 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
         mux = state.multiplexer
         weight = next(mux.parameters())
         c = composite.to(weight.device, weight.dtype)
-        b, positions = state.batch_size, state.read_positions
+        b, positions = state.batch_size, state.take_read_positions(c.device)
         if positions is None:
             restored = mux.demux(c, keep=b)  # (B, T, d)
         else:
             instance = torch.arange(b, device=c.device)
-            positions = positions.to(c.device)
             rows = c[instance // mux.compose_size, positions]  # (B, d): each instance's composite where it is read
             restored = c.new_zeros(b, *c.shape[1:])  # (B, T, d)
             restored[instance, positions] = mux.demux_slots(rows, instance % mux.compose_size)

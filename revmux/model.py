@@ -11,7 +11,7 @@ import torch
 from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
-from revmux.architectures import HEAD_READS, MuxPlan, ReadMode, plan_injection, read_positions
+from revmux.architectures import HEAD_READS, MuxPlan, ReadMode, plan_injection
 from revmux.config import RevMuxConfig
 from revmux.grouping import check_identical_in_groups, group_union
 from revmux.layer import GroupState, RevMuxLayer
@@ -242,7 +242,7 @@ class RevMuxModel(BaseTuner):
         state.attention_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
         input_ids = self._argument("input_ids", args, kwargs)
         tokens = input_ids if input_ids is not None else self._argument("inputs_embeds", args, kwargs)
-        self._set_read_positions(state, kwargs, input_ids, tokens)
+        self._prepare_readout(state, kwargs, input_ids, tokens)
         if state.family != "decoder" or state.attention_mask is None:
             return
         if tokens is None or tokens.shape[1] != mask.shape[1]:
@@ -255,12 +255,8 @@ class RevMuxModel(BaseTuner):
                 "tokenizer.padding_side = 'right' (or re-pad the batch)."
             )
 
-    def _set_read_positions(self, state: GroupState, kwargs: dict, input_ids, tokens) -> None:
+    def _prepare_readout(self, state: GroupState, kwargs: dict, input_ids, tokens) -> None:
         hidden_wanted = kwargs.get("output_hidden_states", getattr(self.model.config, "output_hidden_states", False))
-        if state.read_mode == "all" or hidden_wanted or tokens is None:
-            state.read_positions = None
-            return
-        batch, length = tokens.shape[:2]
-        pad_token_id = getattr(self.model.config.get_text_config(), "pad_token_id", None)
-        state.read_positions = read_positions(state.read_mode, batch, length, input_ids, state.attention_mask,
-                                              pad_token_id, device=tokens.device)
+        state.read_now = "all" if hidden_wanted or tokens is None else state.read_mode
+        state.input_ids, state.length = input_ids, (0 if tokens is None else tokens.shape[1])
+        state.pad_token_id = getattr(self.model.config.get_text_config(), "pad_token_id", None)

@@ -186,3 +186,20 @@ def test_bad_arguments():
                             progress=False, verbose=False)
     with pytest.raises(FileNotFoundError, match="not one of"):
         bench.run_benchmark("/nonexistent/folder", progress=False, verbose=False)
+
+
+def test_muxed_peak_memory_does_not_exceed_the_base_model():
+    """The multiplexed forward never holds more activation memory than the base model's (issue target)."""
+    import copy
+
+    import revmux
+    from revmux.bench import build_base_model, make_inputs, measure_peak_memory
+
+    base = build_base_model("tiny").eval()
+    inputs = make_inputs(32, 48, base.config.vocab_size)
+    peaks = {}
+    for n in (1, 2, 4):
+        model = base if n == 1 else revmux.get_revmux_model(copy.deepcopy(base), revmux.RevMuxConfig(compose_size=n))
+        with torch.inference_mode():
+            _, peaks[n] = measure_peak_memory(lambda: model.eval()(**inputs))
+    assert peaks[2] <= peaks[1] and peaks[4] <= peaks[1], peaks
