@@ -21,9 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compose_size", type=int, default=2)
     p.add_argument("--combine_first", type=int, default=3)
     p.add_argument("--teacher_epochs", type=float, default=1.0)
-    p.add_argument("--n_epochs", type=float, default=2.0)
+    p.add_argument("--n_epochs", type=float, default=1.0)
     p.add_argument("--adapter_lr", type=float, default=1e-3)
     p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--eval_batch_size", type=int, default=64)
     p.add_argument("--max_length", type=int, default=64)
     p.add_argument("--max_train_examples", type=int, default=None)
     p.add_argument("--max_eval_examples", type=int, default=None)
@@ -31,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bench_batch", type=int, default=64)
     p.add_argument("--bench_length", type=int, default=64)
-    p.add_argument("--bench_repeats", type=int, default=5)
+    p.add_argument("--bench_repeats", type=int, default=7)
 
 
 def run_demo(args: argparse.Namespace) -> dict:
@@ -41,7 +42,7 @@ def run_demo(args: argparse.Namespace) -> dict:
         compose_size=args.compose_size, combine_first=args.combine_first, batch_size=args.batch_size,
         n_epochs=args.n_epochs, adapter_lr=args.adapter_lr, teacher_epochs=args.teacher_epochs,
         max_length=args.max_length, max_train_examples=args.max_train_examples,
-        max_eval_examples=args.max_eval_examples, pairings=args.pairings, seed=args.seed, save_checkpoints=False,
+        max_eval_examples=args.max_eval_examples, pairings=args.pairings, eval_batch_size=args.eval_batch_size, seed=args.seed, save_checkpoints=False,
     )
     metrics = run_training(config, report=False)
     print(f"[revmux] measuring the speed-up: trained teacher, batch {args.bench_batch} x {args.bench_length} tokens")
