@@ -42,7 +42,8 @@ def run_demo(args: argparse.Namespace) -> dict:
         compose_size=args.compose_size, combine_first=args.combine_first, batch_size=args.batch_size,
         n_epochs=args.n_epochs, adapter_lr=args.adapter_lr, teacher_epochs=args.teacher_epochs,
         max_length=args.max_length, max_train_examples=args.max_train_examples,
-        max_eval_examples=args.max_eval_examples, pairings=args.pairings, eval_batch_size=args.eval_batch_size, seed=args.seed, save_checkpoints=False,
+        max_eval_examples=args.max_eval_examples, pairings=args.pairings, eval_batch_size=args.eval_batch_size,
+        seed=args.seed, save_checkpoints=False,
     )
     metrics = run_training(config, report=False)
     print(f"[revmux] measuring the speed-up: trained teacher, batch {args.bench_batch} x {args.bench_length} tokens")
