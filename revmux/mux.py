@@ -75,22 +75,14 @@ class ReversibleCoupling(nn.Module):
         return torch.stack(x, dim=1)  # (G, N, T, w)
 
 
-class ReversibleMux(Multiplexer):
-    """``revmux``: shared down-projection P (d -> d/N), reversible coupling, shared up-projection U (d/N -> d).
+class _ReversibleMultiplexer(Multiplexer):
+    """The multiplexer shared by ``revmux`` and ``ora``: down-projection P (d -> d/N), then the coupling chain."""
 
-    The demultiplexer reuses the multiplexer's own coupling functions (reverse direction), then applies U.
-    """
-
-    def __init__(self, hidden_size: int, compose_size: int, coupling_hidden: int, demux_hidden: int, dropout: float):
+    def __init__(self, hidden_size: int, compose_size: int, coupling_hidden: int, dropout: float):
         super().__init__()
         self.hidden_size, self.compose_size = hidden_size, compose_size
-        width = hidden_size // compose_size
-        self.down = nn.Linear(hidden_size, width)
-        self.coupling = ReversibleCoupling(compose_size, width, coupling_hidden, dropout)
-        self.up = nn.Sequential(
-            *_mlp([width, demux_hidden, demux_hidden, hidden_size], dropout, final_activation=False),
-            nn.Dropout(dropout),
-        )
+        self.down = nn.Linear(hidden_size, hidden_size // compose_size)
+        self.coupling = ReversibleCoupling(compose_size, hidden_size // compose_size, coupling_hidden, dropout)
 
     def instances(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.down(hidden)  # (G*N, T, d/N)
@@ -100,6 +92,18 @@ class ReversibleMux(Multiplexer):
         x = self.down(hidden)  # (G*N, T, d/N)
         x = x.view(-1, n, *x.shape[1:])  # (G, N, T, d/N)
         return self.coupling(x)  # (G, T, d)
+
+
+class ReversibleMux(_ReversibleMultiplexer):
+    """``revmux``: the reversible multiplexer, and a demultiplexer that reuses its own coupling functions (reverse
+    direction) before a shared up-projection U (d/N -> d)."""
+
+    def __init__(self, hidden_size: int, compose_size: int, coupling_hidden: int, demux_hidden: int, dropout: float):
+        super().__init__(hidden_size, compose_size, coupling_hidden, dropout)
+        self.up = nn.Sequential(
+            *_mlp([hidden_size // compose_size, demux_hidden, demux_hidden, hidden_size], dropout, False),
+            nn.Dropout(dropout),
+        )
 
     def demux(self, composite: torch.Tensor, keep: int | None = None) -> torch.Tensor:
         x = self.coupling.inverse(composite)  # (G, N, T, d/N)
@@ -131,19 +135,12 @@ class MlpDemux(nn.Module):
         return out[torch.arange(len(rows), device=rows.device), slots]  # (R, d)
 
 
-class OnlyMuxReversible(Multiplexer):
+class OnlyMuxReversible(_ReversibleMultiplexer):
     """``ora``: the reversible multiplexer of ``revmux``, but an MLP demultiplexer on the composite."""
 
     def __init__(self, hidden_size: int, compose_size: int, coupling_hidden: int, demux_hidden: int, dropout: float):
-        super().__init__()
-        self.hidden_size, self.compose_size = hidden_size, compose_size
-        width = hidden_size // compose_size
-        self.down = nn.Linear(hidden_size, width)
-        self.coupling = ReversibleCoupling(compose_size, width, coupling_hidden, dropout)
+        super().__init__(hidden_size, compose_size, coupling_hidden, dropout)
         self.demux_mlp = MlpDemux(hidden_size, compose_size, demux_hidden, dropout)
-
-    instances = ReversibleMux.instances
-    forward = ReversibleMux.forward
 
     def demux(self, composite: torch.Tensor, keep: int | None = None) -> torch.Tensor:
         return self.demux_mlp(composite, keep)  # (B, T, d)
