@@ -464,7 +464,8 @@ def run_benchmark(model_name: str = "minilm", combine_first: Optional[int] = Non
                   lengths: Sequence[int] = (64, 128), repeats: int = 7, warmup: int = 2, dtype: str = "float32",
                   device: str = "cpu", threads: Optional[int] = None, accuracy_json: Optional[str] = None,
                   output_dir: Optional[str] = None, ragged: bool = False, breakdown: bool = False,
-                  clock: str = "wall", seed: int = 0, progress: bool = True, verbose: bool = True) -> dict:
+                  clock: str = "wall", seed: int = 0, progress: bool = True, verbose: bool = True,
+                  use_compile: bool = False) -> dict:
     """Measure the base model against RevMUX at every compose size, batch size and length; see the module docstring.
 
     Returns:
@@ -530,6 +531,11 @@ def run_benchmark(model_name: str = "minilm", combine_first: Optional[int] = Non
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "load_average_start": _load_average(),
         }
+        meta["compiled"] = use_compile
+        if use_compile:  # every variant, the base included, through torch.compile (inductor); warm-up rounds compile
+            if breakdown:
+                raise ValueError("--breakdown times the eager modules; run it without --compile.")
+            variants = [(name, n, torch.compile(model)) for name, n, model in variants]
         del base
 
         records: list[dict] = []
@@ -695,6 +701,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "use it with --threads 1 on a shared machine (with more threads it also counts the "
                              "time threads spin while waiting for each other).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the random inputs and weights. Default: 0.")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile (inductor) every variant, the base model included; needs a C compiler.")
     parser.add_argument("--no_progress", action="store_true", help="No progress bar.")
     parser.add_argument("--output_dir", default=None, help="Write bench.json and bench.png here.")
 
@@ -707,7 +715,7 @@ def main(args: argparse.Namespace) -> dict:
         dtype=args.dtype, device=args.device, threads=args.threads, accuracy_json=args.accuracy_json,
         output_dir=args.output_dir, ragged=getattr(args, "ragged", False),
         breakdown=getattr(args, "breakdown", False), clock=getattr(args, "clock", "wall"),
-        seed=getattr(args, "seed", 0),
+        seed=getattr(args, "seed", 0), use_compile=getattr(args, "compile", False),
         progress=not getattr(args, "no_progress", False))
 
 
