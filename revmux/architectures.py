@@ -4,11 +4,14 @@ Layer stacks are found generically: an ``nn.ModuleList`` whose blocks are transf
 ``GradientCheckpointingLayer`` (every 5.x model) or are named in ``model._no_split_modules``. The first stack is
 multiplexed at layer K; a second stack (the decoder of an encoder-decoder model) runs entirely on composites.
 
-| family          | stacks (examples)                    | mux at          | demux at                    | head reads          |
-|-----------------|--------------------------------------|-----------------|-----------------------------|---------------------|
-| encoder         | bert.encoder.layer, distilbert...    | layer K         | output of the last layer    | CLS (position 0)    |
-| decoder         | model.layers (LLaMA, Qwen2), h (GPT-2)| layer K        | last layer, before the norm | last real token     |
-| encoder-decoder | encoder.block + decoder.block (T5)   | encoder block K | last decoder block          | decoder positions   |
+| family          | stacks (examples)                          | mux at          | demux after        | head reads |
+|-----------------|--------------------------------------------|-----------------|--------------------|------------|
+| encoder         | bert.encoder.layer, distilbert.transformer | layer K         | the last layer     | CLS        |
+| decoder         | model.layers (LLaMA, Qwen2), transformer.h | layer K         | the last layer     | last token |
+| encoder-decoder | encoder.block + decoder.block (T5)         | encoder block K | last decoder block | decoder    |
+
+The final norm (decoders) and the whole task head run on the restored instances; see HEAD_READS for the positions
+the demultiplexer restores when only some are read.
 """
 
 from __future__ import annotations

@@ -532,7 +532,7 @@ def run_benchmark(model_name: str = "minilm", combine_first: Optional[int] = Non
             "load_average_start": _load_average(),
         }
         meta["compiled"] = use_compile
-        if use_compile:  # every variant, the base included, through torch.compile (inductor); warm-up rounds compile
+        if use_compile:  # every variant (the base too) through inductor; the warm-up rounds compile
             if breakdown:
                 raise ValueError("--breakdown times the eager modules; run it without --compile.")
             variants = [(name, n, torch.compile(model)) for name, n, model in variants]
