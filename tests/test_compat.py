@@ -43,7 +43,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(name):
     for checkpointing in (False, True):
         model = _muxed(name)
         if checkpointing:
-            model.base_model.model.gradient_checkpointing_enable({"use_reentrant": False})
+            model.base_model.model.activation_checkpointing_enable({"use_reentrant": False})
         model.train()
         for module in model.modules():  # dropout off, so both runs compute the same function
             if isinstance(module, torch.nn.Dropout):

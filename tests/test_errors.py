@@ -114,4 +114,4 @@ def test_static_cache_rejected():
     batch = make_batch(name, batch_size=4)
     cache = StaticCache(config=base.config, max_cache_len=16)
     with pytest.raises(ValueError, match="StaticCache is not supported by RevMUX"):
-        model(**batch, past_key_values=cache, use_cache=True)
+        model(**batch, cache=cache, use_cache=True)
