@@ -10,7 +10,7 @@ multiplexed at layer K; a second stack (the decoder of an encoder-decoder model)
 | decoder         | model.layers (LLaMA, Qwen2), transformer.h | layer K         | the last layer     | last token |
 | encoder-decoder | encoder.block + decoder.block (T5)         | encoder block K | last decoder block | decoder    |
 
-The final norm (decoders) and the whole task head run on the restored instances; see HEAD_READS for the positions
+The final norm (decoders) and the whole task head run on the restored instances; see CLS_HEAD_MODELS for the positions
 the demultiplexer restores when only some are read.
 """
 
@@ -30,11 +30,26 @@ RoleKind = Literal["pass", "mux", "collapse", "carry"]
 # Which positions a head reads, so the demultiplexer can run only there (see ``read_positions``).
 ReadMode = Literal["all", "first", "last_non_pad", "last_real"]
 
-# (family, head kind) -> the positions the model's own head reads. Anything else demultiplexes every position.
-HEAD_READS: dict[tuple[str, str], ReadMode] = {
-    ("encoder", "SEQ_CLS"): "first",  # BERT pooler / RoBERTa, DistilBERT heads read the CLS token
-    ("decoder", "SEQ_CLS"): "last_non_pad",  # GenericForSequenceClassification: rightmost token != pad_token_id
-}
+# Sequence-classification heads whose read position is known, by config.model_type. Anything else restores every
+# position (demux_positions="auto" falls back to "all"): a mean-pooling head must never see zero rows.
+CLS_HEAD_MODELS = frozenset({  # pooler / classification head on the first token
+    "bert", "roberta", "xlm-roberta", "distilbert", "electra", "albert", "deberta", "deberta-v2", "camembert",
+    "mpnet", "ernie", "nezha", "megatron-bert", "roberta-prelayernorm", "xlm-roberta-xl",
+})
+LAST_TOKEN_HEAD_MODELS = frozenset({  # transformers' rule: the rightmost token that is not pad_token_id
+    "llama", "qwen2", "qwen3", "mistral", "mixtral", "gpt2", "gpt_neox", "gptj", "gemma", "gemma2", "phi", "phi3",
+    "falcon", "opt", "bloom", "starcoder2", "stablelm", "olmo", "olmo2", "smollm3",
+})
+
+
+def sequence_classifier_reads(model: nn.Module) -> ReadMode:
+    """Where a ``*ForSequenceClassification`` model's own head reads: "first", "last_non_pad" or "all" (unknown)."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type in CLS_HEAD_MODELS:
+        return "first"
+    if model_type in LAST_TOKEN_HEAD_MODELS:
+        return "last_non_pad"
+    return "all"
 
 
 @dataclass(frozen=True)

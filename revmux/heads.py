@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from revmux.architectures import read_positions, sequence_classifier_reads
 from revmux.data import Example, TaskSpec
 
 
@@ -75,9 +76,14 @@ class ClassificationHead:
 
 
 class SequenceClassifierHead(ClassificationHead):
-    """Encoder classifiers: the model's own pooler + classifier read the CLS token."""
+    """``*ForSequenceClassification`` models: their own head reads CLS (encoders) or the last non-pad token
+    (decoders, transformers' rule)."""
 
     family = "encoder"
+
+    def __init__(self, tokenizer, task, max_length: int = 128, reads: str = "first", pad_token_id=None):
+        super().__init__(tokenizer, task, max_length)
+        self.reads, self.pad_token_id = reads, pad_token_id
 
     def inputs(self, examples):
         return [e.text for e in examples], ([e.text_pair for e in examples] if self.task.pair else None)
@@ -87,7 +93,9 @@ class SequenceClassifierHead(ClassificationHead):
         return model(**inputs).logits
 
     def positions(self, batch):
-        return torch.zeros(len(batch["input_ids"]), dtype=torch.long)
+        ids = batch["input_ids"]
+        return read_positions(self.reads, len(ids), ids.shape[1], ids, batch.get("attention_mask"),
+                              self.pad_token_id)
 
 
 class LabelWordHead(ClassificationHead):
@@ -180,7 +188,11 @@ def head_for(model, tokenizer, task: TaskSpec, max_length: int = 128) -> Classif
         start = config.decoder_start_token_id if config.decoder_start_token_id is not None else config.pad_token_id
         return Seq2SeqLabelWordHead(tokenizer, task, max_length, decoder_start_token_id=start or 0)
     if type(hf).__name__.endswith("ForSequenceClassification"):
-        return SequenceClassifierHead(tokenizer, task, max_length)
+        reads = sequence_classifier_reads(hf)
+        if reads == "all":
+            raise ValueError(f"revmux does not know which position {type(hf).__name__}'s head reads; add its "
+                             "model_type to revmux.architectures.CLS_HEAD_MODELS or LAST_TOKEN_HEAD_MODELS.")
+        return SequenceClassifierHead(tokenizer, task, max_length, reads, config.get_text_config().pad_token_id)
     if hf.get_output_embeddings() is not None:
         return LabelWordHead(tokenizer, task, max_length)
     raise ValueError(f"Cannot classify with {type(hf).__name__}: use a *ForSequenceClassification encoder, a causal "

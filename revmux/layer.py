@@ -28,7 +28,7 @@ class GroupState:
 
     compose_size: int
     family: str
-    read_mode: str = "all"  # which positions the head reads (architectures.HEAD_READS); "all" = every position
+    read_mode: str = "all"  # positions the head reads (architectures.sequence_classifier_reads); "all" = every one
     multiplexer: Optional[Multiplexer] = None  # owned (registered) by the mux layer
     batch_size: Optional[int] = None  # B of the current forward, set by the mux layer
     # What the demultiplexer needs to find the read positions of this forward (set by RevMuxModel's pre-hook; the

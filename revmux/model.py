@@ -11,7 +11,7 @@ import torch
 from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
-from revmux.architectures import HEAD_READS, MuxPlan, ReadMode, plan_injection
+from revmux.architectures import MuxPlan, ReadMode, plan_injection, sequence_classifier_reads
 from revmux.config import RevMuxConfig
 from revmux.grouping import check_identical_in_groups, group_union
 from revmux.layer import GroupState, RevMuxLayer
@@ -21,6 +21,10 @@ MERGE_ERROR = (
     "weight update that can be folded into the base model. Use unload() to get the base model back, or keep the "
     "PeftModel for multiplexed inference."
 )
+
+
+# Module names inside the multiplexers: PEFT's save filter drops keys that contain ".<other adapter name>.".
+RESERVED_ADAPTER_NAMES = frozenset({"down", "up", "coupling", "functions", "inp", "mix", "mlp", "demux_mlp"})
 
 
 class RevMuxModel(BaseTuner):
@@ -60,14 +64,19 @@ class RevMuxModel(BaseTuner):
         return peft_config  # resolved against the model in _prepare_model
 
     def _prepare_model(self, peft_config: RevMuxConfig, model: nn.Module) -> None:
+        name = self._adapter_name_of(peft_config)
+        if name in RESERVED_ADAPTER_NAMES:
+            raise ValueError(f"Adapter name {name!r} is also the name of a module inside the multiplexer, so PEFT "
+                             f"would mix up their weights when saving. Choose another name (not one of "
+                             f"{sorted(RESERVED_ADAPTER_NAMES)}).")
         plan = plan_injection(model, peft_config.target_modules, peft_config.compose_size, peft_config.combine_first)
         peft_config.target_modules = list(plan.stacks)
         peft_config.combine_first = sum(role.kind == "pass" for role in plan.roles.values())
-        name = self._adapter_name_of(peft_config)
         self._plans[name] = plan
         # What the head reads depends on the model class, not on the PEFT task type (task_type may be None).
-        head = "SEQ_CLS" if type(model).__name__.endswith("ForSequenceClassification") else None
-        reads = HEAD_READS.get((plan.family, head), "all") if peft_config.demux_positions == "auto" else "all"
+        is_classifier = type(model).__name__.endswith("ForSequenceClassification")
+        auto = peft_config.demux_positions == "auto" and is_classifier
+        reads = sequence_classifier_reads(model) if auto else "all"
         self._states[name] = GroupState(peft_config.compose_size, plan.family, read_mode=reads)
 
     def _check_target_module_exists(self, peft_config: RevMuxConfig, key: str) -> bool:
@@ -96,6 +105,11 @@ class RevMuxModel(BaseTuner):
         rule is used for saving and (through the base class) for loading, so both stay symmetric.
         """
         return re.sub(rf"(\.{cls.prefix}\w+)\.{re.escape(adapter_name)}(?=\.|$)", r"\1", key)
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        super().delete_adapter(adapter_name)
+        self._plans.pop(adapter_name, None)
+        self._states.pop(adapter_name, None)
 
     # ---- what cannot be done -----------------------------------------------------------------------------------
     def _check_merge_allowed(self):
@@ -127,6 +141,13 @@ class RevMuxModel(BaseTuner):
         new_tokens = kwargs.get("max_new_tokens") or getattr(generation_config, "max_new_tokens", None)
         if new_tokens is None:
             new_tokens = (kwargs.get("max_length") or getattr(generation_config, "max_length", 20)) - 1
+        mask = kwargs.get("attention_mask")
+        if state.family == "decoder" and mask is not None and not bool(mask.bool().all()):
+            raise ValueError(
+                "generate() on a multiplexed decoder needs equal-length prompts without padding: instances of a group "
+                "share positions, and a right-padded prompt would continue from a pad token. Group prompts of equal "
+                "token length (e.g. revmux.inference sorts by length), or disable the adapter."
+            )
         if state.family == "encoder-decoder" and new_tokens > 1:
             raise ValueError(
                 f"Generating {new_tokens} tokens is not supported on a multiplexed encoder-decoder: the decoder runs "
@@ -215,6 +236,7 @@ class RevMuxModel(BaseTuner):
         inputs = inputs if inputs is not None else kwargs.get("inputs_embeds")
         if inputs is not None:
             check_identical_in_groups(inputs, state.compose_size)
+            state.batch_size = inputs.shape[0]  # also right when the encoder ran in another call
         mask, encoded = kwargs.get("encoder_attention_mask"), kwargs.get("encoder_hidden_states")
         if mask is None or encoded is None or mask.shape[0] == encoded.shape[0]:
             return None
@@ -257,6 +279,9 @@ class RevMuxModel(BaseTuner):
 
     def _prepare_readout(self, state: GroupState, kwargs: dict, input_ids, tokens) -> None:
         hidden_wanted = kwargs.get("output_hidden_states", getattr(self.model.config, "output_hidden_states", False))
-        state.read_now = "all" if hidden_wanted or tokens is None else state.read_mode
+        cached_step = tokens is not None and state.attention_mask is not None and \
+            tokens.shape[1] != state.attention_mask.shape[1]
+        partial = tokens is not None and not hidden_wanted and not cached_step and state.family != "encoder-decoder"
+        state.read_now = state.read_mode if partial else "all"
         state.input_ids, state.length = input_ids, (0 if tokens is None else tokens.shape[1])
         state.pad_token_id = getattr(self.model.config.get_text_config(), "pad_token_id", None)

@@ -37,11 +37,15 @@ def _eval_mode(model):
 class RevMuxTrainer(Trainer):
     """A transformers Trainer whose loss is the RevMUX objective (plain CE for a model without an adapter).
 
+    The loss is a per-batch mean, so the Trainer divides it by the gradient-accumulation steps itself.
+
     Args:
         head: the family's ClassificationHead; it is also the data collator.
         info_nce_weight: λ (0 disables the teacher pass).
         orthogonality_weight: μ.
     """
+
+    loss_is_scaled_for_ga = False  # compute_loss returns a batch mean, not a sum over num_items_in_batch
 
     def __init__(self, *args, head: ClassificationHead, info_nce_weight: float = 0.5,
                  orthogonality_weight: float = 1.0, **kwargs):
@@ -64,7 +68,7 @@ class RevMuxTrainer(Trainer):
         parts = {"ce": ce.detach()}
         if self.info_nce_weight:
             rows = torch.arange(len(labels), device=logits.device)
-            positions = self.head.positions(inputs).to(logits.device)
+            positions = self.head.positions(inputs).to(logits.device)  # where the head read each instance
             student = state.restored[rows, positions]  # (B, d)
             with torch.no_grad(), tuner.teacher(), _eval_mode(model):
                 self.head.logits(model, inputs)

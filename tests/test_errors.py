@@ -115,3 +115,35 @@ def test_static_cache_rejected():
     cache = StaticCache(config=base.config, max_cache_len=16)
     with pytest.raises(ValueError, match="StaticCache is not supported by RevMUX"):
         model(**batch, cache=cache, use_cache=True)
+
+
+def test_generate_rejects_padded_decoder_prompts():
+    name = "llama-causal"
+    model = revmux.get_revmux_model(make_model(name), revmux_config(name))
+    batch = make_batch(name, batch_size=4)  # right-padded, unequal lengths
+    with pytest.raises(ValueError, match="needs equal-length prompts without padding"):
+        model.generate(**batch, max_new_tokens=2)
+
+
+def test_adapter_names_that_collide_with_multiplexer_modules():
+    with pytest.raises(ValueError, match="Adapter name 'up' is also the name of a module inside the multiplexer"):
+        revmux.get_revmux_model(make_model("bert-seqcls"), revmux_config("bert-seqcls"), adapter_name="up")
+
+
+def test_unknown_classifier_heads_restore_every_position():
+    from revmux.architectures import sequence_classifier_reads
+
+    base = make_model("bert-seqcls")
+    base.config.model_type = "some-mean-pooling-encoder"  # a head revmux does not know
+    assert sequence_classifier_reads(base) == "all"
+    model = revmux.get_revmux_model(base, revmux_config("bert-seqcls"))
+    assert model.base_model._states["default"].read_mode == "all"
+
+
+def test_delete_adapter_forgets_its_state():
+    model = revmux.get_revmux_model(make_model("bert-seqcls"), revmux_config("bert-seqcls"))
+    model.add_adapter("second", revmux_config("bert-seqcls", compose_size=4))
+    model.set_adapter("second")
+    model.delete_adapter("default")
+    assert set(model.base_model._states) == {"second"} and set(model.base_model._plans) == {"second"}
+    assert logits(model, make_batch("bert-seqcls")).shape[0] == 5
