@@ -103,9 +103,10 @@ class LabelWordHead(ClassificationHead):
 
     family = "decoder"
 
-    def __init__(self, tokenizer, task, max_length: int = 128, chat_template: bool | None = None):
+    def __init__(self, tokenizer, task, max_length: int = 128, chat_template: bool = False):
         super().__init__(tokenizer, task, max_length)
-        self.chat = bool(getattr(tokenizer, "chat_template", None)) if chat_template is None else chat_template
+        self.chat = chat_template and bool(getattr(tokenizer, "chat_template", None))
+        self.calibration: torch.Tensor | None = None  # (C,) subtracted from the label-word logits
         # With a chat template the answer starts a new line; in a plain prompt it follows "Answer:" and a space.
         words = task.label_words if self.chat else [" " + w for w in task.label_words]
         self.label_ids = torch.tensor([tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in words])
@@ -143,7 +144,24 @@ class LabelWordHead(ClassificationHead):
         head = hf.get_output_embeddings()
         ids = self.label_ids.to(hidden.device)
         bias = None if getattr(head, "bias", None) is None else head.bias[ids]
-        return F.linear(picked.to(head.weight.dtype), head.weight[ids], bias)  # (B, C)
+        logits = F.linear(picked.to(head.weight.dtype), head.weight[ids], bias)  # (B, C)
+        return logits if self.calibration is None else logits - self.calibration.to(logits.device)
+
+    @torch.no_grad()
+    def calibrate(self, model, examples: Sequence[Example], batch_size: int = 16) -> torch.Tensor:
+        """Contextual calibration (Zhao et al., 2021): subtract the mean label-word logits of unlabeled prompts.
+
+        Small instruction models prefer one label word whatever the input; removing that prior uses the inputs
+        only, never their labels. Run it on the N = 1 teacher (or with the adapter disabled).
+        """
+        self.calibration = None
+        was_training = model.training
+        model.eval()
+        logits = [self.logits(model, self.collate(examples[i:i + batch_size])) for i in range(0, len(examples),
+                                                                                                batch_size)]
+        model.train(was_training)
+        self.calibration = torch.cat(logits).mean(0)  # (C,)
+        return self.calibration
 
     def positions(self, batch):
         return batch["attention_mask"].sum(-1) - 1

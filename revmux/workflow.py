@@ -24,6 +24,7 @@ from revmux.tiny import TINY_MODELS, tiny_model, tiny_tokenizer
 from revmux.training import RevMuxTrainer, evaluate
 
 Family = str
+CALIBRATION_EXAMPLES = 64  # unlabeled training prompts that calibrate a zero-shot decoder's label words
 
 
 @dataclass
@@ -166,6 +167,8 @@ def run_training(config: RunConfig, report: bool = True) -> dict:
     family = model_family(teacher_source)
     model, tokenizer = load_model(teacher_source, family, len(task.label_names))
     head = head_for(model, tokenizer, task, config.max_length)
+    if family == "decoder":  # zero-shot teacher: remove the label-word prior with unlabeled training prompts
+        head.calibrate(model, [Example(e.text, e.text_pair) for e in splits["train"][:CALIBRATION_EXAMPLES]])
     main_process = PartialState().is_main_process  # under `accelerate launch`, only one process writes
     teacher_log = []
     if config.teacher_dir is None and family != "decoder":
@@ -264,6 +267,9 @@ def evaluate_saved(args) -> dict:
     base, tokenizer = load_model(teacher_path, family, len(task.label_names))
     muxed = PeftModel.from_pretrained(base, args.adapter_dir).eval()
     head = head_for(muxed, tokenizer, task, args.max_length)
+    if family == "decoder" and splits.get("train"):  # the same calibration as in training
+        with muxed.disable_adapter():
+            head.calibrate(muxed, [Example(e.text, e.text_pair) for e in splits["train"][:CALIBRATION_EXAMPLES]])
     config = RunConfig(task_name=args.task_name, model_name=args.model_name, data_dir=args.data_dir, save_dir="",
                        batch_size=args.batch_size, pairings=args.pairings, seed=args.seed,
                        max_eval_examples=args.max_eval_examples)

@@ -50,3 +50,16 @@ def test_decoder_sequence_classifiers_are_read_at_the_last_non_pad_token():
     batch = make_batch(name, batch_size=5)
     expected = batch["attention_mask"].sum(-1) - 1  # make_batch pads with the pad token only
     assert torch.equal(head.positions(batch), expected)
+
+
+def test_zero_shot_calibration_removes_the_label_word_prior():
+    tokenizer = tiny_tokenizer()
+    model = tiny_model("tiny-llama", len(tokenizer)).eval()
+    head = head_for(model, tokenizer, TASKS["sst-2"])
+    examples = [Example(t) for t in TEXTS]
+    raw = head.logits(model, head.collate(examples)).detach()
+    bias = head.calibrate(model, examples, batch_size=3)
+    torch.testing.assert_close(bias, raw.mean(0), rtol=1e-5, atol=1e-5)
+    calibrated = head.logits(model, head.collate(examples)).detach()
+    torch.testing.assert_close(calibrated, raw - raw.mean(0), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(calibrated.mean(0), torch.zeros(2), rtol=0, atol=1e-5)
