@@ -7,10 +7,9 @@ import sys
 import torch
 from peft import PeftModel
 from test_cli import write_sentiment_tsvs
-
-import revmux  # noqa: F401
 from transformers import AutoModelForSequenceClassification
 
+import revmux  # noqa: F401  (registers REVMUX for PeftModel.from_pretrained)
 from revmux.data import TASKS, load_task
 from revmux.heads import head_for
 from revmux.tiny import tiny_tokenizer
