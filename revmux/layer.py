@@ -212,6 +212,8 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
         else:
             instance = torch.arange(b, device=c.device)
             rows = c[instance // mux.compose_size, positions]  # (B, d): each instance's composite where it is read
-            restored = c.new_zeros(b, *c.shape[1:])  # (B, T, d)
-            restored[instance, positions] = mux.demux_slots(rows, instance % mux.compose_size)
+            # under autocast the slots come out in the autocast dtype: cast them to the backbone's
+            read = mux.demux_slots(rows, instance % mux.compose_size).to(composite.device, composite.dtype)  # (B, d)
+            restored = composite.new_zeros(b, *composite.shape[1:])  # (B, T, d)
+            restored[instance.to(composite.device), positions.to(composite.device)] = read
         return restored.to(composite.device, composite.dtype)

@@ -59,8 +59,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(name):
 
 
 @pytest.mark.parametrize("offload", [False, True])
-def test_accelerate_device_map_placement_on_cpu(tmp_path, offload):
-    """device_map="auto" (all on CPU here), and layers >= K offloaded to disk behind accelerate hooks."""
+def test_accelerate_device_map_placement(tmp_path, offload):
+    """device_map="auto" (the CPU here, the GPU where there is one); layers >= K offloaded to disk behind hooks."""
     from transformers import AutoModelForCausalLM
 
     name = "llama-causal"
@@ -76,7 +76,22 @@ def test_accelerate_device_map_placement_on_cpu(tmp_path, offload):
         assert hasattr(placed.model.layers[2], "_hf_hook")
     torch.manual_seed(0)
     model = revmux.get_revmux_model(placed, revmux_config(name)).eval()  # the multiplexer sits at layer 2
-    assert all(p.device.type == "cpu" for n, p in model.named_parameters() if "revmux_mux" in n)
+    # "auto" puts everything on the GPU where there is one; the multiplexer follows the device of layer K
+    layer_device = next(placed.model.layers[2].parameters()).device if not offload else torch.device("cpu")
+    assert {p.device for n, p in model.named_parameters() if "revmux_mux" in n} == {layer_device}
     reference = _muxed(name)
     batch = make_batch(name)
-    torch.testing.assert_close(logits(model, batch), logits(reference, batch), rtol=1e-5, atol=1e-5)
+    on_device = {k: v.to(placed.device) for k, v in batch.items()}
+    torch.testing.assert_close(logits(model, on_device).cpu(), logits(reference, batch), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["bert-seqcls", "llama-seqcls"])
+def test_training_step_under_bf16_autocast(name):
+    """Mixed precision (Trainer's --bf16): float32 weights, bf16 matmuls; the CLS / last-token demux included."""
+    model = _muxed(name).train()
+    batch = make_batch(name, batch_size=6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(**batch, labels=torch.arange(6) % 2).loss
+    loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert any("revmux_mux" in n for n in grads) and all(torch.isfinite(g).all() for g in grads.values())
