@@ -1,6 +1,7 @@
 """Multi-process training through accelerate (2 CPU processes, gloo) on a tiny model."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -27,7 +28,8 @@ def test_two_process_training_saves_a_working_adapter(tmp_path):
                "--n_epochs", "1", "--teacher_epochs", "1", "--combine_first", "2", "--compose_size", "2",
                "--data_dir", str(data), "--adapter_lr", "1e-3", "--save_dir", str(save), "--pairings", "1",
                "--no_checkpoints"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # CPU processes also on a machine with one GPU
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     # Both processes share every epoch: 64 examples / (8 per process * 2 processes) = 4 steps (1 process: 8).
     assert "4/4 [" in result.stderr and "8/8 [" not in result.stderr
