@@ -222,7 +222,11 @@ def _param_bytes(module: nn.Module) -> int:
 
 def build_variants(base: nn.Module, compose_sizes: Sequence[int], combine_first: int, seed: int = 0
                    ) -> list[tuple[str, int, nn.Module]]:
-    """``[("base", 1, copy of base), ("N=2", 2, revmux model), ...]``, each on its own deep copy of ``base``."""
+    """``[("base", 1, copy of base), ("N=2", 2, revmux model), ...]``, each on its own deep copy of ``base``.
+
+    The adapters take the backbone's dtype (``autocast_adapter_dtype=False``), as a model served in bf16 would: PEFT's
+    default keeps adapter weights in float32, which makes a bf16 multiplexer run its matrix products in float32.
+    """
     import revmux
 
     variants = [("base", 1, copy.deepcopy(base).eval())]
@@ -230,7 +234,8 @@ def build_variants(base: nn.Module, compose_sizes: Sequence[int], combine_first:
         torch.manual_seed(seed + n)
         config = revmux.RevMuxConfig(task_type="SEQ_CLS", compose_size=n, combine_first=combine_first,
                                      inference_mode=True)
-        variants.append((f"N={n}", n, revmux.get_revmux_model(copy.deepcopy(base), config).eval()))
+        model = revmux.get_revmux_model(copy.deepcopy(base), config, autocast_adapter_dtype=False)
+        variants.append((f"N={n}", n, model.eval()))
     return variants
 
 
@@ -523,6 +528,7 @@ def run_benchmark(model_name: str = "minilm", combine_first: Optional[int] = Non
             "ceilings": {str(n): speedup_ceiling(n_layers, k, n) for n in compose_sizes},
             "base_param_bytes": _param_bytes(base),
             "adapter_param_bytes": {str(n): _adapter_param_bytes(m) for name, n, m in variants[1:]},
+            "adapter_dtype": dtype,
             "memory_method": MEMORY_METHOD[device],
             "clock": clock,
             "timing_method": ("wall time (time.perf_counter" if clock == "wall" else "CPU time of the process, all "

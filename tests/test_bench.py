@@ -203,3 +203,11 @@ def test_muxed_peak_memory_does_not_exceed_the_base_model():
         with torch.inference_mode():
             _, peaks[n] = measure_peak_memory(lambda: model.eval()(**inputs))
     assert peaks[2] <= peaks[1] and peaks[4] <= peaks[1], peaks
+
+
+def test_bf16_variants_run_their_adapters_in_bf16():
+    """A served bf16 model multiplexes in bf16; PEFT's float32 adapter default would run the mux in float32."""
+    base = bench.build_base_model("tiny", dtype="bfloat16")
+    variants = bench.build_variants(base, [2, 4], combine_first=2)
+    dtypes = {p.dtype for _, _, model in variants[1:] for name, p in model.named_parameters() if "revmux_" in name}
+    assert dtypes == {torch.bfloat16}
