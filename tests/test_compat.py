@@ -95,3 +95,17 @@ def test_training_step_under_bf16_autocast(name):
     loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
     assert any("revmux_mux" in n for n in grads) and all(torch.isfinite(g).all() for g in grads.values())
+
+
+@pytest.mark.parametrize("autocast_adapter_dtype, adapter_dtype", [(True, torch.float32), (False, torch.bfloat16)])
+def test_reloaded_adapter_dtype_on_a_bf16_backbone(tmp_path, autocast_adapter_dtype, adapter_dtype):
+    """README: serve bf16 with PeftModel.from_pretrained(..., autocast_adapter_dtype=False) for bf16 adapters."""
+    from peft import PeftModel
+
+    name = "bert-seqcls"
+    _muxed(name).save_pretrained(tmp_path)
+    model = PeftModel.from_pretrained(make_model(name).to(torch.bfloat16), tmp_path,
+                                      autocast_adapter_dtype=autocast_adapter_dtype).eval()
+    assert {p.dtype for n, p in model.named_parameters() if "revmux_mux" in n} == {adapter_dtype}
+    reference = logits(_muxed(name), make_batch(name))
+    torch.testing.assert_close(logits(model, make_batch(name)).float(), reference, rtol=0.05, atol=0.05)
