@@ -54,6 +54,7 @@ def test_json_has_one_record_per_configuration(run):
     meta, records = saved["meta"], saved["records"]
     assert meta["n_layers"] == 4 and meta["combine_first"] == 2 and meta["compose_sizes"] == list(COMPOSE_SIZES)
     assert {"machine", "memory_method", "base_param_bytes", "adapter_param_bytes", "ceilings"} <= set(meta)
+    assert meta["adapter_dtype"] == "float32"
     expected = [(b, t, n) for b in BATCH_SIZES for t in LENGTHS for n in (1, *COMPOSE_SIZES)]
     assert [(r["batch_size"], r["length"], r["compose_size"]) for r in records] == expected
     keys = {"variant", "times_s", "median_s", "median_ms", "throughput", "speedup", "ceiling", "fraction_of_ceiling",
