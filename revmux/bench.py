@@ -528,8 +528,8 @@ def run_benchmark(model_name: str = "minilm", combine_first: Optional[int] = Non
             "ceilings": {str(n): speedup_ceiling(n_layers, k, n) for n in compose_sizes},
             "base_param_bytes": _param_bytes(base),
             "adapter_param_bytes": {str(n): _adapter_param_bytes(m) for name, n, m in variants[1:]},
-            "adapter_dtype": str({p.dtype for _, _, m in variants[1:] for name, p in m.named_parameters()
-                                  if "revmux_" in name}.pop()).removeprefix("torch."),
+            "adapter_dtype": ",".join(sorted({str(p.dtype).removeprefix("torch.") for _, _, m in variants[1:]
+                                              for name, p in m.named_parameters() if "revmux_" in name})),
             "memory_method": MEMORY_METHOD[device],
             "clock": clock,
             "timing_method": ("wall time (time.perf_counter" if clock == "wall" else "CPU time of the process, all "

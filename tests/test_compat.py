@@ -82,7 +82,8 @@ def test_accelerate_device_map_placement(tmp_path, offload):
     reference = _muxed(name)
     batch = make_batch(name)
     on_device = {k: v.to(placed.device) for k, v in batch.items()}
-    torch.testing.assert_close(logits(model, on_device).cpu(), logits(reference, batch), rtol=1e-5, atol=1e-5)
+    tol = 1e-4 if placed.device.type == "cuda" else 1e-5  # other kernels on a GPU
+    torch.testing.assert_close(logits(model, on_device).cpu(), logits(reference, batch), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("name", ["bert-seqcls", "llama-seqcls"])
