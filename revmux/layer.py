@@ -195,9 +195,12 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
         mux = self.revmux_mux[name]
         weight = next(mux.parameters())
         x = pad_to_groups(hidden, mux.compose_size).to(weight.device, weight.dtype)  # (G*N, T, d)
-        if self.revmux_state[name].recording:
-            self.revmux_state[name].instances = mux.instances(x)  # (G*N, T, w)
-        composite = mux(x)  # (G, T, d)
+        state = self.revmux_state[name]
+        if state.recording:  # keep the instances for the orthogonality loss, projected once
+            state.instances = mux.instances(x)  # (G*N, T, w)
+            composite = mux.combine(state.instances)  # (G, T, d)
+        else:
+            composite = mux(x)  # (G, T, d)
         return composite.to(hidden.device, hidden.dtype)
 
     @staticmethod

@@ -29,7 +29,8 @@ def _mlp(sizes: list[int], dropout: float, final_activation: bool) -> nn.Sequent
 
 
 class Multiplexer(nn.Module):
-    """Protocol: ``forward`` mixes (G*N, T, d) -> (G, T, d); ``demux`` restores (G, T, d) -> (G*N, T, d)."""
+    """Protocol: ``forward`` mixes (G*N, T, d) -> (G, T, d) as ``combine(instances(hidden))``; ``demux`` restores
+    (G, T, d) -> (G*N, T, d)."""
 
     compose_size: int
     hidden_size: int
@@ -42,9 +43,16 @@ class Multiplexer(nn.Module):
         """(R, d) composite vectors -> (R, d): for row r, the instance in slot ``slots[r]`` of that composite."""
         raise NotImplementedError
 
-    def instances(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The per-instance representations the multiplexer mixes, (G*N, T, d') (for the orthogonality loss)."""
-        raise NotImplementedError  # pragma: no cover - protocol
+    def instances(self, hidden: torch.Tensor) -> torch.Tensor:  # pragma: no cover - protocol
+        """The per-instance representations the multiplexer mixes, (G*N, T, d) -> (G*N, T, d')."""
+        raise NotImplementedError
+
+    def combine(self, instances: torch.Tensor) -> torch.Tensor:  # pragma: no cover - protocol
+        """(G*N, T, d') per-instance representations -> (G, T, d) composites."""
+        raise NotImplementedError
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.combine(self.instances(hidden))  # (G, T, d)
 
 
 class ReversibleCoupling(nn.Module):
@@ -87,10 +95,8 @@ class _ReversibleMultiplexer(Multiplexer):
     def instances(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.down(hidden)  # (G*N, T, d/N)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        n = self.compose_size
-        x = self.down(hidden)  # (G*N, T, d/N)
-        x = x.view(-1, n, *x.shape[1:])  # (G, N, T, d/N)
+    def combine(self, instances: torch.Tensor) -> torch.Tensor:
+        x = instances.view(-1, self.compose_size, *instances.shape[1:])  # (G, N, T, d/N)
         return self.coupling(x)  # (G, T, d)
 
 
@@ -162,9 +168,8 @@ class VanillaAdapterMux(Multiplexer):
     def instances(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.inp(hidden)  # (G*N, T, d)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        n = self.compose_size
-        z = self.inp(hidden)  # (G*N, T, d)
+    def combine(self, instances: torch.Tensor) -> torch.Tensor:
+        n, z = self.compose_size, instances  # (G*N, T, d)
         g, t, d = z.shape[0] // n, z.shape[1], z.shape[2]
         z = z.view(g, n, t, d).transpose(1, 2).reshape(g, t, n * d)  # (G, T, N*d)
         return self.mix(z)  # (G, T, d)
