@@ -76,6 +76,13 @@ def make_model(name: str, attn: str = "sdpa", seed: int = 0):
     return MODELS[name][0](attn).eval()
 
 
+def make_muxed(name: str, seed: int = 0, attn: str = "sdpa", device="cpu", dtype=None, **config):
+    """``make_model(name)`` (on ``device`` in ``dtype``) wrapped by RevMUX with adapter weights seeded by ``seed``."""
+    base = make_model(name, attn=attn).to(device=device, dtype=dtype)
+    torch.manual_seed(seed)
+    return revmux.get_revmux_model(base, revmux_config(name, **config)).eval()
+
+
 def make_batch(name: str, batch_size: int = 5, length: int = 9, seed: int = 1) -> dict:
     """Right-padded random inputs with varied lengths (and, for T5, one shared decoder start token)."""
     g = torch.Generator().manual_seed(seed)

@@ -2,21 +2,15 @@
 
 import pytest
 import torch
-from conftest import logits, make_batch, make_model, revmux_config
+from conftest import logits, make_batch, make_model, make_muxed, revmux_config
 
 import revmux
-
-
-def _muxed(name="llama-causal", seed=0, **kwargs):
-    base = make_model(name)
-    torch.manual_seed(seed)
-    return revmux.get_revmux_model(base, revmux_config(name), **kwargs).eval()
 
 
 @pytest.mark.parametrize("autocast_adapter_dtype, adapter_dtype", [(True, torch.float32), (False, torch.bfloat16)])
 def test_bf16_backbone(autocast_adapter_dtype, adapter_dtype):
     name = "bert-seqcls"
-    reference = _muxed(name)
+    reference = make_muxed(name)
     base = make_model(name).to(torch.bfloat16)
     torch.manual_seed(0)
     model = revmux.get_revmux_model(base, revmux_config(name), autocast_adapter_dtype=autocast_adapter_dtype).eval()
@@ -28,7 +22,7 @@ def test_bf16_backbone(autocast_adapter_dtype, adapter_dtype):
 
 
 def test_torch_compile_matches_eager():
-    model = _muxed("bert-seqcls")
+    model = make_muxed("bert-seqcls")
     batch = make_batch("bert-seqcls", batch_size=6)
     eager = logits(model, batch)
     # fullgraph: the multiplexed forward has no graph breaks. The "eager" backend keeps the test fast; inductor
@@ -41,7 +35,7 @@ def test_torch_compile_matches_eager():
 def test_gradient_checkpointing_gives_the_same_gradients(name):
     grads = []
     for checkpointing in (False, True):
-        model = _muxed(name)
+        model = make_muxed(name)
         if checkpointing:
             model.base_model.model.activation_checkpointing_enable({"use_reentrant": False})
         model.train()
@@ -79,7 +73,7 @@ def test_accelerate_device_map_placement(tmp_path, offload):
     # "auto" puts everything on the GPU where there is one; the multiplexer follows the device of layer K
     layer_device = next(placed.model.layers[2].parameters()).device if not offload else torch.device("cpu")
     assert {p.device for n, p in model.named_parameters() if "revmux_mux" in n} == {layer_device}
-    reference = _muxed(name)
+    reference = make_muxed(name)
     batch = make_batch(name)
     on_device = {k: v.to(placed.device) for k, v in batch.items()}
     tol = 1e-4 if placed.device.type == "cuda" else 1e-5  # other kernels on a GPU
@@ -89,7 +83,7 @@ def test_accelerate_device_map_placement(tmp_path, offload):
 @pytest.mark.parametrize("name", ["bert-seqcls", "llama-seqcls"])
 def test_training_step_under_bf16_autocast(name):
     """Mixed precision (Trainer's --bf16): float32 weights, bf16 matmuls; the CLS / last-token demux included."""
-    model = _muxed(name).train()
+    model = make_muxed(name).train()
     batch = make_batch(name, batch_size=6)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = model(**batch, labels=torch.arange(6) % 2).loss
@@ -104,9 +98,9 @@ def test_reloaded_adapter_dtype_on_a_bf16_backbone(tmp_path, autocast_adapter_dt
     from peft import PeftModel
 
     name = "bert-seqcls"
-    _muxed(name).save_pretrained(tmp_path)
+    make_muxed(name).save_pretrained(tmp_path)
     model = PeftModel.from_pretrained(make_model(name).to(torch.bfloat16), tmp_path,
                                       autocast_adapter_dtype=autocast_adapter_dtype).eval()
     assert {p.dtype for n, p in model.named_parameters() if "revmux_mux" in n} == {adapter_dtype}
-    reference = logits(_muxed(name), make_batch(name))
+    reference = logits(make_muxed(name), make_batch(name))
     torch.testing.assert_close(logits(model, make_batch(name)).float(), reference, rtol=0.05, atol=0.05)

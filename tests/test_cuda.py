@@ -5,7 +5,7 @@ docs/benchmarks.md ("GPU") records a run of the whole suite and of ``revmux benc
 
 import pytest
 import torch
-from conftest import logits, make_batch, make_model, revmux_config
+from conftest import logits, make_batch, make_model, make_muxed, revmux_config
 
 import revmux
 from revmux.bench import run_benchmark
@@ -13,12 +13,6 @@ from revmux.mux import build_multiplexer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")
-
-
-def _muxed(name, device="cpu", dtype=torch.float32, **config):
-    base = make_model(name).to(device=device, dtype=dtype)
-    torch.manual_seed(0)
-    return revmux.get_revmux_model(base, revmux_config(name, **config)).eval()
 
 
 def _to(batch, device):
@@ -38,7 +32,7 @@ def test_demux_inverts_mux_on_cuda(n):
 
 def test_exact_properties_on_cuda(model_name):
     """On the GPU: disabled adapter == base bit for bit; groups never leak; cuda == cpu within float32 tolerance."""
-    model = _muxed(model_name, CUDA)
+    model = make_muxed(model_name, device=CUDA)
     batch = make_batch(model_name, batch_size=6)
     with model.disable_adapter():
         assert torch.equal(logits(model, _to(batch, CUDA)), logits(make_model(model_name).to(CUDA), _to(batch, CUDA)))
@@ -48,15 +42,15 @@ def test_exact_properties_on_cuda(model_name):
     after = logits(model, _to(changed, CUDA))
     assert torch.equal(after[2:], before[2:]), "another group's outputs changed"
     assert not torch.equal(after[0], before[0])
-    on_cpu = logits(_muxed(model_name), batch)
+    on_cpu = logits(make_muxed(model_name), batch)
     torch.testing.assert_close(before.cpu(), on_cpu, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["bert-seqcls", "llama-causal", "t5-seq2seq"])
 def test_bf16_on_cuda_tracks_float32(name):
     batch = make_batch(name, batch_size=6)
-    reference = logits(_muxed(name, CUDA), _to(batch, CUDA))
-    model = _muxed(name, CUDA, torch.bfloat16)
+    reference = logits(make_muxed(name, device=CUDA), _to(batch, CUDA))
+    model = make_muxed(name, device=CUDA, dtype=torch.bfloat16)
     assert {p.dtype for n, p in model.named_parameters() if "revmux_mux" in n} == {torch.float32}  # autocast default
     out = logits(model, _to(batch, CUDA))
     assert out.dtype == torch.bfloat16
@@ -70,7 +64,7 @@ def test_cpu_offloaded_upper_layers_match_one_device():
 
     name = "llama-causal"
     batch = make_batch(name)
-    reference = logits(_muxed(name), batch)
+    reference = logits(make_muxed(name), batch)
     base = make_model(name)
     device_map = {"model.embed_tokens": 0, "model.rotary_emb": 0, "model.layers.0": 0, "model.layers.1": 0,
                   "model.layers.2": "cpu", "model.layers.3": "cpu", "model.norm": "cpu", "lm_head": "cpu"}
@@ -86,14 +80,14 @@ def test_greedy_generate_on_cuda_matches_cpu():
     batch = make_batch(name, batch_size=4, length=6)
     batch["attention_mask"][:] = 1
     batch["input_ids"][batch["input_ids"] == 0] = 5
-    on_cpu = _muxed(name).generate(**batch, max_new_tokens=4, do_sample=False)
-    on_cuda = _muxed(name, CUDA).generate(**_to(batch, CUDA), max_new_tokens=4, do_sample=False)
+    on_cpu = make_muxed(name).generate(**batch, max_new_tokens=4, do_sample=False)
+    on_cuda = make_muxed(name, device=CUDA).generate(**_to(batch, CUDA), max_new_tokens=4, do_sample=False)
     assert torch.equal(on_cuda.cpu(), on_cpu)
 
 
 def test_training_step_under_bf16_autocast_on_cuda():
     name = "bert-seqcls"
-    model = _muxed(name, CUDA).train()
+    model = make_muxed(name, device=CUDA).train()
     batch = _to(make_batch(name, batch_size=6), CUDA)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         loss = model(**batch, labels=torch.arange(6, device=CUDA) % 2).loss
@@ -104,7 +98,7 @@ def test_training_step_under_bf16_autocast_on_cuda():
 
 
 def test_inductor_compile_on_cuda_matches_eager():
-    model = _muxed("bert-seqcls", CUDA)
+    model = make_muxed("bert-seqcls", device=CUDA)
     batch = _to(make_batch("bert-seqcls", batch_size=6), CUDA)
     eager = logits(model, batch)
     torch.testing.assert_close(logits(torch.compile(model, fullgraph=True), batch), eager, rtol=1e-4, atol=1e-4)

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import MODELS, logits, make_batch, make_model, revmux_config
+from conftest import MODELS, logits, make_batch, make_model, make_muxed
 
 import revmux
 from revmux.layer import RevMuxLayer
@@ -18,15 +18,9 @@ def _labels(name, batch):
     return torch.full((b, 1), 7)
 
 
-def _muxed(name, seed=0, attn="sdpa", **config):
-    base = make_model(name, attn=attn)
-    torch.manual_seed(seed)
-    return revmux.get_revmux_model(base, revmux_config(name, **config)).eval()
-
-
 @pytest.mark.parametrize("n", [2, 4])
 def test_b_instances_in_b_outputs_out_with_hf_loss(model_name, n):
-    model = _muxed(model_name, compose_size=n)
+    model = make_muxed(model_name, compose_size=n)
     batch = make_batch(model_name, batch_size=5)
     out = model(**batch, labels=_labels(model_name, batch))
     reference = make_model(model_name)(**batch)
@@ -35,7 +29,7 @@ def test_b_instances_in_b_outputs_out_with_hf_loss(model_name, n):
 
 
 def test_groups_never_leak(model_name):
-    model = _muxed(model_name)
+    model = make_muxed(model_name)
     batch = make_batch(model_name, batch_size=6)
     before = logits(model, batch)
     changed = {k: v.clone() for k, v in batch.items()}
@@ -47,7 +41,7 @@ def test_groups_never_leak(model_name):
 
 
 def test_last_partial_group_is_completed_with_dummies(model_name):
-    model = _muxed(model_name, compose_size=4)
+    model = make_muxed(model_name, compose_size=4)
     batch = make_batch(model_name, batch_size=6)  # groups {0, 1, 2, 3}, {4, 5, dummy, dummy}
     full = logits(model, batch)
     assert full.shape[0] == 6
@@ -59,7 +53,7 @@ def test_last_partial_group_is_completed_with_dummies(model_name):
 
 def test_hidden_state_entering_multiplexer_is_base_hidden_state_at_k(model_name):
     k = 2
-    model = _muxed(model_name, combine_first=k)
+    model = make_muxed(model_name, combine_first=k)
     batch = make_batch(model_name, batch_size=5)
     seen = {}
     mux = next(m for m in model.modules() if isinstance(m, RevMuxLayer) and m.revmux_mux).revmux_mux["default"]
@@ -72,7 +66,7 @@ def test_hidden_state_entering_multiplexer_is_base_hidden_state_at_k(model_name)
 
 
 def test_disabled_adapter_equals_base_bit_for_bit(model_name):
-    model = _muxed(model_name)
+    model = make_muxed(model_name)
     batch = make_batch(model_name, batch_size=5)
     reference = logits(make_model(model_name), batch)
     with model.disable_adapter():
@@ -81,7 +75,7 @@ def test_disabled_adapter_equals_base_bit_for_bit(model_name):
 
 
 def test_only_adapter_and_head_train_and_all_get_gradients(model_name):
-    model = _muxed(model_name)
+    model = make_muxed(model_name)
     batch = make_batch(model_name, batch_size=4)
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     head_allowed = MODELS[model_name][1] == "SEQ_CLS"
@@ -95,8 +89,8 @@ def test_only_adapter_and_head_train_and_all_get_gradients(model_name):
 
 def test_eager_and_sdpa_agree(model_name):
     batch = make_batch(model_name, batch_size=5)
-    eager = logits(_muxed(model_name, attn="eager"), batch)
-    sdpa = logits(_muxed(model_name, attn="sdpa"), batch)
+    eager = logits(make_muxed(model_name, attn="eager"), batch)
+    sdpa = logits(make_muxed(model_name, attn="sdpa"), batch)
     torch.testing.assert_close(eager, sdpa, rtol=1e-4, atol=1e-5)
 
 
@@ -104,7 +98,7 @@ def test_eager_and_sdpa_agree(model_name):
 def test_identity_backbone_demux_restores_instances(n):
     """With the layers after K replaced by the identity, demux(mux(x)) == x for every real instance."""
     name = "llama-causal"
-    model = _muxed(name, compose_size=n if 32 % n == 0 else 2, combine_first=1)
+    model = make_muxed(name, compose_size=n if 32 % n == 0 else 2, combine_first=1)
     n = model.peft_config["default"].compose_size
     for layer in model.base_model.model.model.layers[1:]:
         layer.base_layer.forward = lambda hidden, *args, **kwargs: hidden
@@ -118,7 +112,7 @@ def test_identity_backbone_demux_restores_instances(n):
 
 
 def test_trainable_parameter_count_reported():
-    model = _muxed("bert-seqcls")
+    model = make_muxed("bert-seqcls")
     trainable, total = model.get_nb_trainable_parameters()
     mux_params = sum(p.numel() for n, p in model.named_parameters() if "revmux_mux" in n)
     head_params = 32 * 2 + 2
