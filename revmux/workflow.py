@@ -18,10 +18,10 @@ from accelerate import PartialState
 
 import revmux
 from revmux import assets
-from revmux.data import Example, TaskSpec, get_task, load_task
-from revmux.heads import head_for
+from revmux.train.data import Example, TaskSpec, get_task, load_task
+from revmux.train.heads import head_for
 from revmux.tiny import TINY_MODELS, tiny_model, tiny_tokenizer
-from revmux.training import RevMuxTrainer, evaluate
+from revmux.train.trainer import RevMuxTrainer, evaluate
 
 Family = str
 CALIBRATION_EXAMPLES = 64  # unlabeled training prompts that calibrate a zero-shot decoder's label words

@@ -7,7 +7,7 @@ import statistics
 import pytest
 import torch
 
-import revmux.layer as layer_module
+import revmux.tuner.layer as layer_module
 from revmux import bench
 
 COMPOSE_SIZES = (2, 4)

@@ -9,7 +9,7 @@ from conftest import logits, make_batch, make_model, make_muxed, revmux_config
 
 import revmux
 from revmux.bench import run_benchmark
-from revmux.mux import build_multiplexer
+from revmux.tuner.mux import build_multiplexer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 CUDA = torch.device("cuda")

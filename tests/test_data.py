@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from revmux.assets import parse_mr_snippets
-from revmux.data import TASKS, DataError, Example, load_task, read_glue, read_table, split_examples, write_sst2_tsv
+from revmux.train.data import TASKS, DataError, Example, load_task, read_glue, read_table, split_examples, write_sst2_tsv
 
 QUOTED = '"the best" film of \'\' the year '  # a leading quote, '' and a trailing space survive verbatim
 

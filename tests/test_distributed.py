@@ -11,10 +11,10 @@ from test_cli import write_sentiment_tsvs
 from transformers import AutoModelForSequenceClassification
 
 import revmux  # noqa: F401  (registers REVMUX for PeftModel.from_pretrained)
-from revmux.data import TASKS, load_task
-from revmux.heads import head_for
+from revmux.train.data import TASKS, load_task
+from revmux.train.heads import head_for
 from revmux.tiny import tiny_tokenizer
-from revmux.training import predict
+from revmux.train.trainer import predict
 
 
 def test_two_process_training_saves_a_working_adapter(tmp_path):

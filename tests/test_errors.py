@@ -131,7 +131,7 @@ def test_adapter_names_that_collide_with_multiplexer_modules():
 
 
 def test_unknown_classifier_heads_restore_every_position():
-    from revmux.architectures import sequence_classifier_reads
+    from revmux.tuner.architectures import sequence_classifier_reads
 
     base = make_model("bert-seqcls")
     base.config.model_type = "some-mean-pooling-encoder"  # a head revmux does not know

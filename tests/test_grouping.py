@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from revmux.grouping import check_identical_in_groups, group_first, group_union, pad_to_groups, reduce_layer_argument
+from revmux.tuner.grouping import check_identical_in_groups, group_first, group_union, pad_to_groups, reduce_layer_argument
 
 
 def test_pad_repeats_last_instance():

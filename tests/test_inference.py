@@ -42,7 +42,7 @@ def test_muxed_predictions_are_distributions_over_the_task_labels(muxed):
 def test_groups_are_formed_from_similar_lengths(muxed):
     model, tokenizer = muxed
     classifier = MuxClassifier(model, tokenizer, "sst-2")
-    from revmux.data import Example
+    from revmux.train.data import Example
 
     examples = [Example(t) for t in TEXTS]
     order = classifier.order_by_length(examples)

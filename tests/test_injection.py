@@ -5,7 +5,7 @@ import torch
 from conftest import MODELS, logits, make_batch, make_model, make_muxed
 
 import revmux
-from revmux.layer import RevMuxLayer
+from revmux.tuner.layer import RevMuxLayer
 
 
 def _labels(name, batch):

@@ -5,10 +5,10 @@ import torch
 from test_cli import write_sentiment_tsvs
 
 import revmux
-from revmux.data import TASKS, load_task
-from revmux.heads import head_for
+from revmux.train.data import TASKS, load_task
+from revmux.train.heads import head_for
 from revmux.tiny import tiny_model, tiny_tokenizer
-from revmux.training import evaluate
+from revmux.train.trainer import evaluate
 from revmux.workflow import RunConfig, train_adapter, train_teacher
 
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from revmux.losses import info_nce, orthogonality
+from revmux.train.losses import info_nce, orthogonality
 
 
 def test_info_nce_ranks_the_true_positive():

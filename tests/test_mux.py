@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from revmux.mux import ReversibleCoupling, build_multiplexer
+from revmux.tuner.mux import ReversibleCoupling, build_multiplexer
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 8])

@@ -12,7 +12,7 @@ from peft import PeftModel
 from safetensors.torch import load_file
 
 import revmux
-from revmux.layer import RevMuxLayer
+from revmux.tuner.layer import RevMuxLayer
 
 LOAD_SCRIPT = """
 import sys, torch

@@ -5,10 +5,10 @@ import transformers as tf
 from conftest import make_batch, make_model, revmux_config
 
 import revmux
-from revmux.data import TASKS, Example
-from revmux.heads import head_for
+from revmux.train.data import TASKS, Example
+from revmux.train.heads import head_for
 from revmux.tiny import tiny_model, tiny_tokenizer
-from revmux.training import RevMuxTrainer
+from revmux.train.trainer import RevMuxTrainer
 
 TEXTS = ["good movie", "bad film", "a great story", "the worst", "fine", "dull and boring", "love it", "awful"]
 

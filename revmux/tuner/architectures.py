@@ -21,7 +21,7 @@ from typing import Literal
 
 from torch import nn
 
-from revmux.mux import check_divisible
+from .mux import check_divisible
 
 Family = Literal["encoder", "decoder", "encoder-decoder"]
 # What the layer does for one adapter: run untouched, multiplex its input, take the first of each group of its

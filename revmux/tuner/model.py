@@ -11,10 +11,10 @@ import torch
 from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
-from revmux.architectures import MuxPlan, ReadMode, plan_injection, sequence_classifier_reads
-from revmux.config import RevMuxConfig
-from revmux.grouping import check_identical_in_groups, group_union
-from revmux.layer import GroupState, RevMuxLayer
+from .architectures import MuxPlan, ReadMode, plan_injection, sequence_classifier_reads
+from .config import RevMuxConfig
+from .grouping import check_identical_in_groups, group_union
+from .layer import GroupState, RevMuxLayer
 
 MERGE_ERROR = (
     "merge_and_unload() is impossible for RevMUX: a multiplexer changes the batch between layers, it is not a "

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import Trainer
 
-from revmux.data import Example
-from revmux.heads import ClassificationHead, revmux_tuner
-from revmux.losses import info_nce, orthogonality
+from revmux.train.data import Example
+from revmux.train.heads import ClassificationHead, revmux_tuner
+from revmux.train.losses import info_nce, orthogonality
 
 
 @contextlib.contextmanager

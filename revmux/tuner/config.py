@@ -7,7 +7,7 @@ from typing import Literal, Optional, Union
 
 from peft.config import PeftConfig
 
-from revmux.registration import register_peft_type
+from .peft_type import register_peft_type
 
 MUX_TYPES = ("revmux", "ora", "adapter")
 

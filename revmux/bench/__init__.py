@@ -183,7 +183,7 @@ def build_base_model(model_name: str, dtype: str = "float32", device: str = "cpu
 
 def model_facts(model: nn.Module) -> dict:
     """Layer count L of the multiplexed stack, hidden size, vocabulary size and maximum length of a base model."""
-    from revmux.architectures import find_layer_stacks, hidden_size_of
+    from revmux.tuner.architectures import find_layer_stacks, hidden_size_of
 
     stacks = find_layer_stacks(model)
     if not stacks:
@@ -303,8 +303,8 @@ def _component_timers(models: Sequence[nn.Module], device: torch.device, clock: 
     (``RevMuxLayer._mux``), the demultiplexer (``RevMuxLayer._demux``) and the per-layer argument grouping
     (``reduce_layer_argument``: mask union etc.). Yields ``spent``: before each forward set ``spent["into"]`` to a
     dict, which collects label -> seconds summed over the calls. Everything is restored on exit."""
-    import revmux.layer as layer_module
-    from revmux.architectures import find_layer_stacks
+    import revmux.tuner.layer as layer_module
+    from revmux.tuner.architectures import find_layer_stacks
 
     spent: dict[str, Any] = {"into": {}}
     handles, started = [], {}

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from revmux.architectures import read_positions, sequence_classifier_reads
-from revmux.data import Example, TaskSpec
+from revmux.tuner.architectures import read_positions, sequence_classifier_reads
+from revmux.train.data import Example, TaskSpec
 
 
 def unwrap(model):
@@ -29,7 +29,7 @@ def unwrap(model):
 
 def revmux_tuner(model):
     """The RevMuxModel of a PeftModel, or None for a plain model."""
-    from revmux.model import RevMuxModel
+    from revmux.tuner.model import RevMuxModel
 
     tuner = getattr(model, "base_model", None)
     return tuner if isinstance(tuner, RevMuxModel) else None
@@ -209,7 +209,7 @@ def head_for(model, tokenizer, task: TaskSpec, max_length: int = 128) -> Classif
         reads = sequence_classifier_reads(hf)
         if reads == "all":
             raise ValueError(f"revmux does not know which position {type(hf).__name__}'s head reads; add its "
-                             "model_type to revmux.architectures.CLS_HEAD_MODELS or LAST_TOKEN_HEAD_MODELS.")
+                             "model_type to revmux.tuner.architectures.CLS_HEAD_MODELS or LAST_TOKEN_HEAD_MODELS.")
         return SequenceClassifierHead(tokenizer, task, max_length, reads, config.get_text_config().pad_token_id)
     if hf.get_output_embeddings() is not None:
         return LabelWordHead(tokenizer, task, max_length)

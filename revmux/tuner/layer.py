@@ -17,9 +17,9 @@ import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 
-from revmux.architectures import LayerRole, read_positions
-from revmux.grouping import group_first, pad_to_groups, reduce_layer_argument
-from revmux.mux import Multiplexer, build_multiplexer
+from .architectures import LayerRole, read_positions
+from .grouping import group_first, pad_to_groups, reduce_layer_argument
+from .mux import Multiplexer, build_multiplexer
 
 
 @dataclass
@@ -39,7 +39,7 @@ class GroupState:
     length: int = 0
     pad_token_id: Optional[int] = None
     reduced: dict = field(default_factory=dict)  # argument name -> (original, shrunk), reused by later layers
-    # Training support (revmux.training): record what the losses need, and replay the layer-K states for the teacher.
+    # Training support (revmux.train.trainer): record what the losses need, and replay the layer-K states for the teacher.
     recording: bool = False
     teacher: bool = False  # run layers >= K un-multiplexed on the recorded layer-K states
     prefix_output: Any = None  # output of layer K-1 (recorded)

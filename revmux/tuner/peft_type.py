@@ -21,17 +21,3 @@ def register_peft_type() -> PeftType:
     PeftType._value2member_map_[NAME] = member
     PeftType._member_names_.append(NAME)
     return member
-
-
-def register_revmux() -> None:
-    """Register RevMuxConfig / RevMuxModel with PEFT's mappings (idempotent)."""
-    from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
-    from peft.utils import register_peft_method
-
-    from revmux.config import RevMuxConfig
-    from revmux.model import RevMuxModel
-
-    peft_type = register_peft_type()
-    if peft_type in PEFT_TYPE_TO_TUNER_MAPPING:
-        return
-    register_peft_method(name=NAME.lower(), config_cls=RevMuxConfig, model_cls=RevMuxModel, prefix=RevMuxModel.prefix)
