@@ -7,9 +7,11 @@ import json
 import sys
 from dataclasses import fields
 
+from revmux.train.data import TASKS
+from revmux.tuner.config import MUX_TYPES
 from revmux.workflow import RunConfig
 
-TASK_NAMES = ("sst-2", "rte", "qnli", "mrpc", "mr")
+TASK_NAMES = tuple(TASKS)
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,7 +20,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model_name", required=True,
                    help="a local model folder or hub id; offline aliases: minilm, smollm2, tiny-bert, tiny-llama, "
                         "tiny-t5")
-    p.add_argument("--model_type", default="revmux", choices=("revmux", "ora", "adapter"))
+    p.add_argument("--model_type", default="revmux", choices=MUX_TYPES)
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--n_epochs", type=float, default=1.0)
     p.add_argument("--combine_first", type=int, default=None, help="K (default: half of the layer stack)")

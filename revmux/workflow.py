@@ -20,7 +20,7 @@ import revmux
 from revmux import assets
 from revmux.train.data import Example, TaskSpec, get_task, load_task
 from revmux.train.heads import head_for
-from revmux.tiny import TINY_MODELS, tiny_model, tiny_tokenizer
+from revmux.tiny import CLI_ALIASES, tiny_family, tiny_model, tiny_tokenizer
 from revmux.train.trainer import RevMuxTrainer, evaluate
 
 Family = str
@@ -70,8 +70,8 @@ def resolve_model_path(name: str, cache_dir: str) -> str:
 
 
 def model_family(name_or_path: str) -> Family:
-    if name_or_path in TINY_MODELS:
-        return {"tiny-bert": "encoder", "tiny-llama": "decoder", "tiny-t5": "encoder-decoder"}[name_or_path]
+    if name_or_path in CLI_ALIASES:
+        return tiny_family(name_or_path)
     config = tf.AutoConfig.from_pretrained(name_or_path)
     if getattr(config, "is_encoder_decoder", False):
         return "encoder-decoder"
@@ -83,9 +83,10 @@ def model_family(name_or_path: str) -> Family:
 
 def load_model(name_or_path: str, family: Family, num_labels: int):
     """(model, tokenizer) for a family: sequence classifier (encoder), causal LM, or seq2seq LM."""
-    if name_or_path in TINY_MODELS:
+    if name_or_path in CLI_ALIASES:
         tokenizer = tiny_tokenizer()
-        return tiny_model(name_or_path, len(tokenizer), num_labels), tokenizer
+        return tiny_model(name_or_path, len(tokenizer), num_labels, bos_token_id=tokenizer.cls_token_id,
+                          eos_token_id=tokenizer.eos_token_id), tokenizer
     tokenizer = tf.AutoTokenizer.from_pretrained(name_or_path)
     if family == "encoder":
         model = tf.AutoModelForSequenceClassification.from_pretrained(name_or_path, num_labels=num_labels)

@@ -1,14 +1,25 @@
-"""revmux bench: record layout, speed-up and ceiling arithmetic, peak-memory measurement, plot. No timing asserts."""
+"""revmux bench: record layout, speed-up and ceiling arithmetic, peak-memory measurement, the breakdown read from
+profiler events, the options, plot. No timing asserts."""
 
 import argparse
+import copy
+import dataclasses
+import inspect
 import json
+import os
 import statistics
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
+from torch.profiler import record_function
 
-import revmux.tuner.layer as layer_module
+import revmux
 from revmux import bench
+from revmux.bench import timing
+from revmux.bench.profiling import quiet_profile
 
 COMPOSE_SIZES = (2, 4)
 BATCH_SIZES = (3, 4)
@@ -27,13 +38,7 @@ def run(tmp_path_factory):
         ["--model_name", "tiny", "--compose_sizes", *map(str, COMPOSE_SIZES), "--batch_sizes", *map(str, BATCH_SIZES),
          "--lengths", *map(str, LENGTHS), "--repeats", "2", "--warmup", "1", "--ragged", "--breakdown",
          "--no_progress", "--accuracy_json", str(accuracy), "--output_dir", str(out)])
-    mux, demux, reduce = (layer_module.RevMuxLayer.__dict__["_mux"], layer_module.RevMuxLayer.__dict__["_demux"],
-                          layer_module.reduce_layer_argument)
     results = bench.main(args)
-    # the breakdown's timers are removed again
-    assert layer_module.RevMuxLayer.__dict__["_mux"] is mux
-    assert layer_module.RevMuxLayer.__dict__["_demux"] is demux
-    assert layer_module.reduce_layer_argument is reduce
     return out, results
 
 
@@ -95,6 +100,22 @@ def test_breakdown_rows(run):
     for r in rows[1:]:
         assert r["mux_ms"] > 0 and r["demux_ms"] > 0
         assert r["ideal_total_ms"] + r["overhead_ms"] == pytest.approx(r["total_ms"])
+    assert "torch.profiler" in results["meta"]["breakdown_method"]
+
+
+def test_breakdown_reads_the_layer_profiler_events(run):
+    """Every part of a tiny model's forward is read from profiler events: RevMuxLayer's revmux::* labels for the
+    multiplexer, demultiplexer, argument grouping and the blocks on composites; the benchmark's own for the rest."""
+    _, results = run
+    base, *muxed = results["breakdown"]
+    assert base["layers_before_k_ms"] > 0 and base["layers_after_k_ms"] > 0 and base["embeddings_ms"] > 0
+    assert base["group_args_ms"] == 0
+    for r in muxed:
+        assert r["mux_ms"] > 0 and r["demux_ms"] > 0 and r["layers_after_k_ms"] > 0 and r["group_args_ms"] > 0
+        assert r["layers_before_k_ms"] > 0 and r["embeddings_ms"] > 0
+    # per forward the parts never overlap (test_parts_are_each_range_less_the_labelled_ranges_inside), so the
+    # remainder is never negative (medians of the parts need not add up to the median total)
+    assert all(r["other_ms"] >= 0 for r in results["breakdown"])
 
 
 @pytest.mark.parametrize("mib", [4, 9])
@@ -212,3 +233,118 @@ def test_bf16_variants_run_their_adapters_in_bf16():
     variants = bench.build_variants(base, [2, 4], combine_first=2)
     dtypes = {p.dtype for _, _, model in variants[1:] for name, p in model.named_parameters() if "revmux_" in name}
     assert dtypes == {torch.bfloat16}
+
+
+def test_layer_labels_its_work_for_the_profiler():
+    """The breakdown depends on these record_function names in revmux/tuner/layer.py (RevMuxLayer.forward)."""
+    base = bench.build_base_model("tiny")
+    model = revmux.get_revmux_model(copy.deepcopy(base), revmux.RevMuxConfig(task_type="SEQ_CLS", compose_size=2,
+                                                                            combine_first=1, inference_mode=True))
+    inputs = bench.make_inputs(4, 8, base.config.vocab_size)
+    with torch.inference_mode(), quiet_profile(torch.device("cpu")) as prof:
+        model.eval()(**inputs)
+    counts = {}
+    for event in prof.events():
+        counts[event.name] = counts.get(event.name, 0) + 1
+    expected = {"revmux::mux": 1, "revmux::demux": 1, "revmux::muxed_layer": 3}  # layers K..L-1 = 1..3
+    found = {name: counts.get(name, 0) for name in expected}
+    assert found == expected, (f"RevMuxLayer should label its work with torch.profiler.record_function: expected "
+                               f"{expected}, found {found}")
+    assert counts.get("revmux::group_arguments", 0) >= 1, "no revmux::group_arguments event"
+
+
+def test_parts_are_each_range_less_the_labelled_ranges_inside():
+    """Nested labels are not counted twice: a part's time excludes the labelled ranges inside it."""
+    with quiet_profile(torch.device("cpu")) as prof:
+        with record_function(timing.FORWARD_LABEL):
+            with record_function("revmux::muxed_layer"):
+                time.sleep(0.02)
+                with record_function("revmux::mux"):
+                    time.sleep(0.01)
+            time.sleep(0.005)
+    seconds, counts = timing._seconds_per_part(prof.events(), on_cuda=False)
+    assert counts == {timing.FORWARD_LABEL: 1, "revmux::muxed_layer": 1, "revmux::mux": 1}
+    assert seconds["mux"] >= 0.01 and seconds["layers_after_k"] >= 0.02 and seconds["other"] >= 0.005
+    assert seconds["total"] == pytest.approx(seconds["mux"] + seconds["layers_after_k"] + seconds["other"])
+    assert seconds["total"] >= 0.035
+
+
+def test_breakdown_fails_clearly_without_the_layer_labels():
+    """A "multiplexed" variant whose forward shows no revmux::* events (here: a plain model) is an error, not zeros."""
+    base = bench.build_base_model("tiny")
+    variants = [("base", 1, base), ("N=2", 2, copy.deepcopy(base))]
+    inputs = bench.make_inputs(2, 4, base.config.vocab_size)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="revmux::mux.*record_function"):
+        bench.overhead_breakdown(variants, inputs, torch.device("cpu"), n_layers=4, combine_first=2, repeats=1)
+    assert not base._forward_hooks and not base._forward_pre_hooks  # the labelling hooks are removed again
+
+
+def test_profiler_prints_nothing_of_its_own(capfd):
+    def allocate():
+        os.write(2, b"a line of the measured code\n")
+        return torch.ones(1000)
+
+    capfd.readouterr()
+    bench.measure_peak_memory(allocate)
+    err = capfd.readouterr().err
+    assert "USDT" not in err and "profiler_start" not in err
+    assert "a line of the measured code" in err
+
+
+# ---- options ------------------------------------------------------------------------------------------------------
+def test_parser_defaults_are_the_config_defaults():
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    parsed = vars(parser.parse_args([]))
+    defaults = bench.BenchConfig()
+    cli_fields = [f.name for f in dataclasses.fields(bench.BenchConfig) if f.metadata.get("cli", True)]
+    assert parsed == {name: getattr(defaults, name) for name in cli_fields}
+    assert bench.BenchConfig.from_namespace(parser.parse_args([])) == defaults
+    flags = {s for action in parser._actions for s in action.option_strings}
+    assert {"--model_name", "--combine_first", "--compose_sizes", "--batch_sizes", "--lengths", "--repeats",
+            "--warmup", "--dtype", "--device", "--threads", "--accuracy_json", "--ragged", "--breakdown", "--clock",
+            "--seed", "--compile", "--no_progress", "--output_dir"} <= flags
+    assert all(f.metadata.get("help") for f in dataclasses.fields(bench.BenchConfig))
+
+
+def test_parsed_flags_reach_the_config():
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--model_name", "tiny", "--compose_sizes", "3", "--batch_sizes", "5", "6",
+                              "--repeats", "2", "--no_progress", "--compile", "--clock", "process", "--threads", "1"])
+    config = bench.BenchConfig.from_namespace(args)
+    assert (config.model_name, config.compose_sizes, config.batch_sizes, config.repeats) == ("tiny", [3], [5, 6], 2)
+    assert config.progress is False and config.use_compile is True and config.clock == "process"
+    assert config.threads == 1 and config.verbose is True
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"compose_sizes": [1]}, "compose_sizes must be distinct integers >= 2"),
+    ({"compose_sizes": [2, 2]}, "compose_sizes must be distinct"),
+    ({"compose_sizes": []}, "compose_sizes must be a non-empty list"),
+    ({"batch_sizes": [0]}, "batch sizes and lengths must be positive"),
+    ({"repeats": 0}, "repeats must be an integer >= 1, got 0"),
+    ({"warmup": -1}, "warmup must be an integer >= 0"),
+    ({"threads": 0}, "threads must be an integer >= 1"),
+    ({"combine_first": -1}, "combine_first must be an integer >= 0"),
+    ({"dtype": "float16"}, "dtype must be one of float32, bfloat16, got 'float16'"),
+    ({"clock": "cpu"}, "clock must be one of wall, process"),
+    ({"device": "mps"}, "device must be one of cpu, cuda"),
+    ({"breakdown": True, "use_compile": True}, "without --compile"),
+])
+def test_config_rejects_bad_values(options, message):
+    with pytest.raises(ValueError, match=message):
+        bench.BenchConfig(**options)
+
+
+def test_run_benchmark_takes_the_config_fields():
+    names = list(inspect.signature(bench.run_benchmark).parameters)
+    assert names == [f.name for f in dataclasses.fields(bench.BenchConfig)]
+    with pytest.raises(ValueError, match="repeats"):
+        bench.run_benchmark("tiny", repeats=0)
+
+
+def test_python_m_revmux_bench_help():
+    out = subprocess.run([sys.executable, "-m", "revmux.bench", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    assert "--breakdown" in out and "--no_progress" in out

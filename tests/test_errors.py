@@ -137,7 +137,7 @@ def test_unknown_classifier_heads_restore_every_position():
     base.config.model_type = "some-mean-pooling-encoder"  # a head revmux does not know
     assert sequence_classifier_reads(base) == "all"
     model = revmux.get_revmux_model(base, revmux_config("bert-seqcls"))
-    assert model.base_model._states["default"].read_mode == "all"
+    assert model.base_model._specs["default"].read_mode == "all"
 
 
 def test_delete_adapter_forgets_its_state():
@@ -145,5 +145,5 @@ def test_delete_adapter_forgets_its_state():
     model.add_adapter("second", revmux_config("bert-seqcls", compose_size=4))
     model.set_adapter("second")
     model.delete_adapter("default")
-    assert set(model.base_model._states) == {"second"} and set(model.base_model._plans) == {"second"}
+    assert set(model.base_model._specs) == {"second"} and set(model.base_model._plans) == {"second"}
     assert logits(model, make_batch("bert-seqcls")).shape[0] == 5

@@ -23,7 +23,7 @@ def _pair(name, **kwargs):
 def test_head_positions_only_equal_all_positions(name, mux_type):
     fast, full = _pair(name, mux_type=mux_type, compose_size=4)
     batch = make_batch(name, batch_size=7)
-    assert fast.base_model._states["default"].read_mode != "all"
+    assert fast.base_model._specs["default"].read_mode != "all"
     with torch.no_grad():
         torch.testing.assert_close(fast(**batch).logits, full(**batch).logits, rtol=1e-5, atol=1e-6)
 
@@ -52,4 +52,4 @@ def test_reading_last_real_token_for_label_words():
     with torch.no_grad():
         reference = full.base_model.model.model(**batch).last_hidden_state[rows, last]
     torch.testing.assert_close(picked, reference, rtol=1e-5, atol=1e-6)
-    assert fast.base_model._states["default"].read_mode == "all"  # restored after the block
+    assert fast.base_model._specs["default"].read_mode == "all"  # restored after the block

@@ -62,24 +62,23 @@ class RevMuxTrainer(Trainer):
             loss = F.cross_entropy(logits, labels)
             return (loss, {"logits": logits}) if return_outputs else loss
 
-        with tuner.recording() as state:
+        with tuner.recording() as recording:
             logits = self.head.logits(model, inputs)  # (B, C)
         loss = ce = F.cross_entropy(logits, labels)
         parts = {"ce": ce.detach()}
         if self.info_nce_weight:
             rows = torch.arange(len(labels), device=logits.device)
             positions = self.head.positions(inputs).to(logits.device)  # where the head read each instance
-            student = state.restored[rows, positions]  # (B, d)
-            with torch.no_grad(), tuner.teacher(), _eval_mode(model):
+            student = recording.restored[rows, positions]  # (B, d)
+            with torch.no_grad(), tuner.teacher(recording), _eval_mode(model):
                 self.head.logits(model, inputs)
-            teacher = state.teacher_hidden[rows, positions]  # (B, d)
+            teacher = recording.teacher_hidden[rows, positions]  # (B, d)
             parts["info_nce"] = info_nce(student, teacher)
             loss = loss + self.info_nce_weight * parts["info_nce"]
-        if self.orthogonality_weight and state.instances is not None:
-            parts["orthogonality"] = orthogonality(state.instances, inputs.get("attention_mask"),
-                                                   state.compose_size, batch_size=len(labels))
+        if self.orthogonality_weight and recording.instances is not None:
+            parts["orthogonality"] = orthogonality(recording.instances, inputs.get("attention_mask"),
+                                                   tuner.compose_size, batch_size=len(labels))
             loss = loss + self.orthogonality_weight * parts["orthogonality"]
-        state.clear()
         for name, value in parts.items():
             self._parts.setdefault(name, []).append(float(value.detach()))
         return (loss, {"logits": logits}) if return_outputs else loss

@@ -108,6 +108,25 @@ def hidden_size_of(model: nn.Module) -> int:
     return int(size)
 
 
+def check_attention_supported(model: nn.Module) -> None:
+    """Raises: ValueError for flex attention, whose BlockMask cannot be combined per group of instances."""
+    if getattr(getattr(model, "config", None), "_attn_implementation", None) == "flex_attention":
+        raise ValueError(
+            "attn_implementation='flex_attention' is not supported by RevMUX: its BlockMask cannot be combined per "
+            "group of multiplexed instances. Load the model with attn_implementation='sdpa' or 'eager' (or switch "
+            "with model.set_attn_implementation('sdpa'))."
+        )
+
+
+def check_combine_first(k: int, n_layers: int, stack: str = "the layer stack") -> None:
+    """Raises: ValueError unless 0 <= K < n_layers (layers [0, K) per instance, [K, L) on composites)."""
+    if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < n_layers:
+        raise ValueError(
+            f"combine_first={k!r} is out of range for the {n_layers}-layer stack {stack!r}: it must satisfy "
+            f"0 <= combine_first <= {n_layers - 1} (layers [0, K) run per instance, [K, {n_layers}) on composites)."
+        )
+
+
 def plan_injection(model: nn.Module, stacks: list[str] | None, compose_size: int,
                    combine_first: int | None) -> MuxPlan:
     """Resolve the layer stacks and the role of every layer for one adapter.
@@ -116,12 +135,7 @@ def plan_injection(model: nn.Module, stacks: list[str] | None, compose_size: int
         ValueError: if no layer stack is found, several are found where one is expected, the hidden size is not
             divisible by N, K is out of range, or the model uses flex attention.
     """
-    attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
-    if attn == "flex_attention":
-        raise ValueError(
-            "attn_implementation='flex_attention' is not supported: its BlockMask cannot be combined per group of "
-            "multiplexed instances. Load the model with attn_implementation='sdpa' or 'eager'."
-        )
+    check_attention_supported(model)
     if stacks is None:
         stacks = find_layer_stacks(model)
         if not stacks:
@@ -154,11 +168,7 @@ def plan_injection(model: nn.Module, stacks: list[str] | None, compose_size: int
     mux_stack = model.get_submodule(stacks[0])
     n_layers = len(mux_stack)
     k = n_layers // 2 if combine_first is None else combine_first
-    if not 0 <= k < n_layers:
-        raise ValueError(
-            f"combine_first={k} is out of range for the {n_layers}-layer stack {stacks[0]!r}: it must satisfy "
-            f"0 <= combine_first <= {n_layers - 1} (layers [0, K) run per instance, [K, {n_layers}) on composites)."
-        )
+    check_combine_first(k, n_layers, stacks[0])
 
     roles: dict[str, LayerRole] = {}
     for i in range(n_layers):

@@ -9,7 +9,9 @@ from peft.config import PeftConfig
 
 from .peft_type import register_peft_type
 
-MUX_TYPES = ("revmux", "ora", "adapter")
+from .mux import MULTIPLEXERS
+
+MUX_TYPES = tuple(MULTIPLEXERS)  # "revmux", "ora", "adapter"
 
 
 @dataclass

@@ -5,58 +5,25 @@ multiplexes its input (``mux``, layer K: B instances -> G composites, owns the a
 identical decoder inputs (``collapse``, first decoder block of an encoder-decoder), or runs on composites
 (``carry``); the last block also demultiplexes its output (G composites -> B instances) for the model's own head.
 Every block after the mux point receives its batch-sized arguments shrunk to G rows (``grouping.py``).
+
+The layer keeps no per-call state: what a forward needs (B, read positions, shrunk arguments) is in the
+``ForwardContext`` its model's entry hook opened (``state.py``). Its work is labelled for ``torch.profiler``:
+``revmux::mux``, ``revmux::demux``, ``revmux::group_arguments`` and ``revmux::muxed_layer``.
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
+from torch.profiler import record_function
 
-from .architectures import LayerRole, read_positions
+from .architectures import LayerRole
 from .grouping import group_first, pad_to_groups, reduce_layer_argument
-from .mux import Multiplexer, build_multiplexer
-
-
-@dataclass
-class GroupState:
-    """Facts one adapter's layers share during a forward pass (a plain object: holds no weights)."""
-
-    compose_size: int
-    family: str
-    read_mode: str = "all"  # positions the head reads (architectures.sequence_classifier_reads); "all" = every one
-    multiplexer: Optional[Multiplexer] = None  # owned (registered) by the mux layer
-    batch_size: Optional[int] = None  # B of the current forward, set by the mux layer
-    # What the demultiplexer needs to find the read positions of this forward (set by RevMuxModel's pre-hook; the
-    # positions themselves are computed at the demux, so they never add to the peak memory of earlier layers).
-    read_now: str = "all"  # read_mode, or "all" when this forward must restore every position
-    input_ids: Optional[torch.Tensor] = None
-    attention_mask: Optional[torch.Tensor] = None  # the model's 2-D input mask
-    length: int = 0
-    pad_token_id: Optional[int] = None
-    reduced: dict = field(default_factory=dict)  # argument name -> (original, shrunk), reused by later layers
-    # Training support (revmux.train.trainer): record what the losses need, and replay the layer-K states for the teacher.
-    recording: bool = False
-    teacher: bool = False  # run layers >= K un-multiplexed on the recorded layer-K states
-    prefix_output: Any = None  # output of layer K-1 (recorded)
-    instances: Optional[torch.Tensor] = None  # (G*N, T, w) what the multiplexer mixed (recorded)
-    restored: Optional[torch.Tensor] = None  # (B, T, d) demultiplexed output of the last layer (recorded)
-    teacher_hidden: Optional[torch.Tensor] = None  # (B, T, d) un-multiplexed output of the last layer (teacher)
-
-    def take_read_positions(self, device) -> Optional[torch.Tensor]:
-        """(B,) positions the head reads in this forward, or None for all; drops the references to the inputs."""
-        mode, self.read_now = self.read_now, "all"
-        ids, mask, self.input_ids, self.attention_mask = self.input_ids, self.attention_mask, None, None
-        if mode == "all":
-            return None
-        return read_positions(mode, self.batch_size, self.length, ids, mask, self.pad_token_id, device=device)
-
-    def clear(self) -> None:
-        self.prefix_output = self.instances = self.restored = self.teacher_hidden = None
+from .state import AdapterSpec, ForwardContext, Replay, current_forward
 
 
 def execution_device_and_dtype(module: nn.Module) -> tuple[Optional[torch.device], Optional[torch.dtype]]:
@@ -76,30 +43,25 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
     """Wraps a transformer block; see the module docstring for the roles."""
 
     adapter_layer_names = ("revmux_mux",)
-    other_param_names = ("revmux_role", "revmux_state")
+    other_param_names = ("revmux_role", "revmux_spec")
 
-    def __init__(self, base_layer: nn.Module, adapter_name: str, role: LayerRole, state: GroupState, config,
-                 hidden_size: int):
+    def __init__(self, base_layer: nn.Module, adapter_name: str, role: LayerRole, spec: AdapterSpec, config):
         super().__init__()
         self.base_layer = base_layer
         self.revmux_mux = nn.ModuleDict()
         self.revmux_role: dict[str, LayerRole] = {}
-        self.revmux_state: dict[str, GroupState] = {}
+        self.revmux_spec: dict[str, AdapterSpec] = {}
         self._active_adapter = adapter_name
         self.merged_adapters = []
         params = inspect.signature(base_layer.forward).parameters.values()
         self._arg_names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        self.update_layer(adapter_name, role, state, config, hidden_size)
+        self.update_layer(adapter_name, role, spec, config)
 
-    def update_layer(self, adapter_name: str, role: LayerRole, state: GroupState, config, hidden_size: int) -> None:
+    def update_layer(self, adapter_name: str, role: LayerRole, spec: AdapterSpec, config) -> None:
         self.revmux_role[adapter_name] = role
-        self.revmux_state[adapter_name] = state
+        self.revmux_spec[adapter_name] = spec
         if role.kind == "mux":
-            mux = build_multiplexer(config.mux_type, hidden_size, config.compose_size, config.coupling_hidden_size,
-                                    config.demux_hidden_size, config.dropout)
-            device, dtype = execution_device_and_dtype(self.base_layer)
-            self.revmux_mux[adapter_name] = mux.to(device=device, dtype=dtype)
-            state.multiplexer = self.revmux_mux[adapter_name]
+            self.revmux_mux[adapter_name] = spec.multiplexer  # registered here: its weights are saved under this layer
         self.set_adapter(self.active_adapters, inference_mode=config.inference_mode)
 
     def __getattr__(self, name: str) -> Any:
@@ -127,89 +89,121 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
         role = self.revmux_role.get(name)
         return None if role is None else (name, role)
 
+    # ---- forward ---------------------------------------------------------------------------------------------
     def forward(self, *args, **kwargs):
         active = self._active_role()
         if active is None:
             return self.base_layer(*args, **kwargs)
         name, role = active
-        state = self.revmux_state[name]
-        if state.teacher:
-            return self._teacher_forward(role, state, args, kwargs)
+        spec = self.revmux_spec[name]
+        context = current_forward(spec)
+        replay = context.replay
         if role.kind == "pass":
-            out = self.base_layer(*args, **kwargs)
-            if role.prefix_end and state.recording:
-                state.prefix_output = out
-            return out
-        n = state.compose_size
+            return self.base_layer(*args, **kwargs) if replay is None else self._skipped(replay, args, kwargs)
+        hidden, kwargs = self._named_arguments(args, kwargs)
+        if replay is not None and not replay.multiplex:
+            return self._teacher_forward(role, replay, hidden, kwargs)
 
-        # Name every argument except the hidden states, so batch-sized ones can be recognised.
+        if role.kind == "mux":
+            if replay is not None:
+                hidden = self._replayed_states(replay, hidden)  # (B, T, d)
+            if context.recording is not None:
+                context.recording.layer_k_states = hidden
+            context.batch_size = hidden.shape[0]
+            with record_function("revmux::mux"):
+                hidden = self._mux(spec, context, hidden)  # (G, T, d)
+        elif role.kind == "collapse":  # decoder inputs are checked identical per group (RevMuxModel)
+            hidden = group_first(hidden, spec.compose_size)  # (G, T_dec, d)
+        if context.batch_size is None:
+            raise RuntimeError("A multiplexed layer ran before the multiplexing layer; call the whole model.")
+        with record_function("revmux::group_arguments"):
+            kwargs = {k: self._reduced(context, k, v) for k, v in kwargs.items()}
+        with record_function("revmux::muxed_layer"):
+            out = self.base_layer(hidden, **kwargs)
+        if not role.demux:
+            return out
+        with record_function("revmux::demux"):
+            restored = self._demux(spec, context, out[0] if isinstance(out, tuple) else out)  # (B, T, d)
+        if context.recording is not None:
+            context.recording.restored = restored
+        return (restored,) + out[1:] if isinstance(out, tuple) else restored
+
+    def _named_arguments(self, args: tuple, kwargs: dict) -> tuple[torch.Tensor, dict]:
+        """(hidden states, every other argument by name), so batch-sized arguments can be recognised."""
         if args:
             hidden, rest = args[0], args[1:]
         else:
+            kwargs = dict(kwargs)
             hidden, rest = kwargs.pop(self._arg_names[0]), ()
         if len(rest) > len(self._arg_names) - 1:
             raise TypeError(f"{type(self.base_layer).__name__} received more positional arguments than it names.")
-        kwargs.update(zip(self._arg_names[1:], rest))
-
-        if role.kind == "mux":
-            state.batch_size = hidden.shape[0]
-            state.reduced = {}
-            hidden = self._mux(name, hidden)  # (G, T, d)
-        elif role.kind == "collapse":  # decoder inputs are checked identical per group (RevMuxModel)
-            hidden = group_first(hidden, n)  # (G, T_dec, d)
-        if state.batch_size is None:
-            raise RuntimeError("A multiplexed layer ran before the multiplexing layer; call the whole model.")
-        kwargs = {k: self._reduced(state, k, v) for k, v in kwargs.items()}
-        out = self.base_layer(hidden, **kwargs)
-        if not role.demux:
-            return out
-        restored = self._demux(state, out[0] if isinstance(out, tuple) else out)  # (B, T, d)
-        if state.recording:
-            state.restored = restored
-        return (restored,) + out[1:] if isinstance(out, tuple) else restored
+        return hidden, {**kwargs, **dict(zip(self._arg_names[1:], rest))}
 
     @staticmethod
-    def _reduced(state: GroupState, name: str, value: Any) -> Any:
+    def _reduced(context: ForwardContext, name: str, value: Any) -> Any:
         """``reduce_layer_argument``, computed once per forward: every layer receives the same mask objects."""
-        cached = state.reduced.get(name)
+        cached = context.reduced.get(name)
         if cached is not None and cached[0] is value:
             return cached[1]
-        reduced = reduce_layer_argument(name, value, state.batch_size, state.compose_size)
+        reduced = reduce_layer_argument(name, value, context.batch_size, context.spec.compose_size)
         if reduced is not value:
-            state.reduced[name] = (value, reduced)
+            context.reduced[name] = (value, reduced)
         return reduced
 
-    def _teacher_forward(self, role: LayerRole, state: GroupState, args: tuple, kwargs: dict):
-        """The frozen backbone without multiplexing, restarted from the recorded layer-K states."""
-        if role.kind == "pass":
-            if state.prefix_output is None:
-                raise RuntimeError("Teacher mode replays the layer-K states of the last student forward; run the "
-                                   "student under RevMuxModel.recording() first.")
-            return state.prefix_output  # layers [0, K) are not recomputed: replay the output of layer K-1
-        out = self.base_layer(*args, **kwargs)
-        if role.demux:
-            state.teacher_hidden = out[0] if isinstance(out, tuple) else out
+    @staticmethod
+    def _replayed_states(replay: Replay, hidden: torch.Tensor) -> torch.Tensor:
+        """The given layer-K states in place of the computed ones; they must describe the same (B, T) batch.
+
+        Raises:
+            ValueError: if the replayed states do not have the batch's shape.
+        """
+        if replay.states.shape[:2] != hidden.shape[:2]:
+            raise ValueError(f"Replayed layer-K states of shape {tuple(replay.states.shape)} do not match the batch "
+                             f"{tuple(hidden.shape[:2])}: pass the states of exactly these inputs, padded alike.")
+        return replay.states.to(hidden.device, hidden.dtype)
+
+    def _skipped(self, replay: Replay, args: tuple, kwargs: dict):
+        """A layer before K while replaying: its output is the replayed states.
+
+        It still runs on the batch's first row, for what it returns besides its hidden states (T5's position bias).
+        """
+        hidden, kwargs = self._named_arguments(args, kwargs)
+        b = hidden.shape[0]
+        kwargs = {k: reduce_layer_argument(k, v, b, b) for k, v in kwargs.items()}  # one row's arguments
+        out = self.base_layer(hidden[:1], **kwargs)  # (1, T, d)
+        states = self._replayed_states(replay, hidden)  # (B, T, d)
+        return (states,) + tuple(out[1:]) if isinstance(out, tuple) else states
+
+    def _teacher_forward(self, role: LayerRole, replay: Replay, hidden: torch.Tensor, kwargs: dict):
+        """The frozen backbone without multiplexing, started from the replayed layer-K states."""
+        if role.kind == "mux":
+            hidden = self._replayed_states(replay, hidden)  # (B, T, d)
+        out = self.base_layer(hidden, **kwargs)
+        if role.demux and replay.into is not None:
+            replay.into.teacher_hidden = out[0] if isinstance(out, tuple) else out
         return out
 
-    def _mux(self, name: str, hidden: torch.Tensor) -> torch.Tensor:
-        mux = self.revmux_mux[name]
+    # ---- the method --------------------------------------------------------------------------------------------
+    @staticmethod
+    def _mux(spec: AdapterSpec, context: ForwardContext, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) instances -> (G, T, d) composites."""
+        mux = spec.multiplexer
         weight = next(mux.parameters())
-        x = pad_to_groups(hidden, mux.compose_size).to(weight.device, weight.dtype)  # (G*N, T, d)
-        state = self.revmux_state[name]
-        if state.recording:  # keep the instances for the orthogonality loss, projected once
-            state.instances = mux.instances(x)  # (G*N, T, w)
-            composite = mux.combine(state.instances)  # (G, T, d)
+        x = pad_to_groups(hidden, spec.compose_size).to(weight.device, weight.dtype)  # (G*N, T, d)
+        if context.recording is not None:  # keep the instances for the orthogonality loss, projected once
+            context.recording.instances = mux.instances(x)  # (G*N, T, w)
+            composite = mux.combine(context.recording.instances)  # (G, T, d)
         else:
             composite = mux(x)  # (G, T, d)
         return composite.to(hidden.device, hidden.dtype)
 
     @staticmethod
-    def _demux(state: GroupState, composite: torch.Tensor) -> torch.Tensor:
+    def _demux(spec: AdapterSpec, context: ForwardContext, composite: torch.Tensor) -> torch.Tensor:
         """(G, T, d) -> (B, T, d). With read positions, only those are demultiplexed; the rest stay zero."""
-        mux = state.multiplexer
+        mux = spec.multiplexer
         weight = next(mux.parameters())
         c = composite.to(weight.device, weight.dtype)
-        b, positions = state.batch_size, state.take_read_positions(c.device)
+        b, positions = context.batch_size, context.read_positions(c.device)
         if positions is None:
             restored = mux.demux(c, keep=b)  # (B, T, d)
         else:

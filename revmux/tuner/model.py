@@ -11,10 +11,13 @@ import torch
 from peft.tuners.tuners_utils import BaseTuner
 from torch import nn
 
-from .architectures import MuxPlan, ReadMode, plan_injection, sequence_classifier_reads
+from .architectures import MuxPlan, ReadMode, check_attention_supported, plan_injection, sequence_classifier_reads
 from .config import RevMuxConfig
 from .grouping import check_identical_in_groups, group_union
-from .layer import GroupState, RevMuxLayer
+from .layer import RevMuxLayer, execution_device_and_dtype
+from .mux import MULTIPLEXER_MODULE_NAMES, build_multiplexer
+from .state import (READING, RECORDING, REPLAY, AdapterSpec, Recording, Replay, close_forward, open_forward,
+                    read_mode_for, scoped)
 
 MERGE_ERROR = (
     "merge_and_unload() is impossible for RevMUX: a multiplexer changes the batch between layers, it is not a "
@@ -24,7 +27,7 @@ MERGE_ERROR = (
 
 
 # Module names inside the multiplexers: PEFT's save filter drops keys that contain ".<other adapter name>.".
-RESERVED_ADAPTER_NAMES = frozenset({"down", "up", "coupling", "functions", "inp", "mix", "mlp", "demux_mlp"})
+RESERVED_ADAPTER_NAMES = MULTIPLEXER_MODULE_NAMES
 
 
 class RevMuxModel(BaseTuner):
@@ -40,21 +43,32 @@ class RevMuxModel(BaseTuner):
 
     def __init__(self, model, config, adapter_name, low_cpu_mem_usage: bool = False, state_dict=None):
         self._plans: dict[str, MuxPlan] = {}
-        self._states: dict[str, GroupState] = {}
+        self._specs: dict[str, AdapterSpec] = {}
         super().__init__(model, config, adapter_name, low_cpu_mem_usage=low_cpu_mem_usage, state_dict=state_dict)
-        # The inner backbone (BertModel, LlamaModel, ...; the model itself for T5) sees every forward, whether it comes
-        # through the task head or straight to the backbone.
-        backbone = getattr(self.model, "base_model", self.model)
-        self._forward_params = list(inspect.signature(backbone.forward).parameters)
         # Any wrapper tells whether adapters are enabled and which one is active: PEFT toggles all of them together.
         # (kept out of nn.Module registration: it is one of the model's own layers, not a part of the tuner)
         self.__dict__["_probe_layer"] = next(m for m in self.model.modules() if isinstance(m, RevMuxLayer))
-        self._hooks = [backbone.register_forward_pre_hook(self._check_inputs, with_kwargs=True)]
-        for plan in self._plans.values():
-            if plan.family == "encoder-decoder":  # the decoder module builds its cross-attention mask itself
-                decoder = self.model.get_submodule(plan.stacks[1].rpartition(".")[0])
-                self._hooks.append(decoder.register_forward_pre_hook(self._prepare_decoder, with_kwargs=True))
-                break
+        self._hooks = []
+        for entry, open_hook in self._entries():
+            self._hooks.append(entry.register_forward_pre_hook(open_hook, with_kwargs=True))
+            self._hooks.append(entry.register_forward_hook(lambda module, *_: close_forward(module), always_call=True))
+
+    def _entries(self) -> list:
+        """(module, pre-hook) pairs whose forward opens a per-forward context (see state.py).
+
+        The inner backbone (BertModel, LlamaModel, ...; the model itself for T5) sees every forward, whether it comes
+        through the task head or straight to the backbone; an encoder-decoder's encoder and decoder are also called
+        on their own (``generate`` runs the encoder once, then the decoder step by step).
+        """
+        backbone = getattr(self.model, "base_model", self.model)
+        self._forward_params = list(inspect.signature(backbone.forward).parameters)
+        entries = [(backbone, self._open_backbone_forward)]
+        plan = next(iter(self._plans.values()))
+        if plan.family == "encoder-decoder":
+            encoder = self.model.get_submodule(plan.stacks[0].rpartition(".")[0])
+            decoder = self.model.get_submodule(plan.stacks[1].rpartition(".")[0])
+            entries += [(encoder, self._open_encoder_forward), (decoder, self._open_decoder_forward)]
+        return entries
 
     # ---- injection -------------------------------------------------------------------------------------------
     def _adapter_name_of(self, peft_config: RevMuxConfig) -> str:
@@ -76,8 +90,14 @@ class RevMuxModel(BaseTuner):
         # What the head reads depends on the model class, not on the PEFT task type (task_type may be None).
         is_classifier = type(model).__name__.endswith("ForSequenceClassification")
         auto = peft_config.demux_positions == "auto" and is_classifier
-        reads = sequence_classifier_reads(model) if auto else "all"
-        self._states[name] = GroupState(peft_config.compose_size, plan.family, read_mode=reads)
+        mux_layer = model.get_submodule(next(key for key, role in plan.roles.items() if role.kind == "mux"))
+        device, dtype = execution_device_and_dtype(mux_layer)
+        multiplexer = build_multiplexer(peft_config.mux_type, plan.hidden_size, peft_config.compose_size,
+                                        peft_config.coupling_hidden_size, peft_config.demux_hidden_size,
+                                        peft_config.dropout).to(device=device, dtype=dtype)
+        self._specs[name] = AdapterSpec(
+            name, peft_config.compose_size, plan.family, read_mode=sequence_classifier_reads(model) if auto else "all",
+            pad_token_id=getattr(model.config.get_text_config(), "pad_token_id", None), multiplexer=multiplexer)
 
     def _check_target_module_exists(self, peft_config: RevMuxConfig, key: str) -> bool:
         return key in self._plans[self._adapter_name_of(peft_config)].roles
@@ -85,7 +105,7 @@ class RevMuxModel(BaseTuner):
     def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key,
                             parameter_name: Optional[str] = None) -> None:
         plan = self._plans[adapter_name]
-        args = (adapter_name, plan.roles[current_key], self._states[adapter_name], peft_config, plan.hidden_size)
+        args = (adapter_name, plan.roles[current_key], self._specs[adapter_name], peft_config)
         if isinstance(target, RevMuxLayer):
             target.update_layer(*args)
             return
@@ -109,7 +129,7 @@ class RevMuxModel(BaseTuner):
     def delete_adapter(self, adapter_name: str) -> None:
         super().delete_adapter(adapter_name)
         self._plans.pop(adapter_name, None)
-        self._states.pop(adapter_name, None)
+        self._specs.pop(adapter_name, None)
 
     # ---- what cannot be done -----------------------------------------------------------------------------------
     def _check_merge_allowed(self):
@@ -133,8 +153,8 @@ class RevMuxModel(BaseTuner):
             ValueError: if ``num_beams > 1`` while the adapter is enabled, or if an encoder-decoder model is asked for
                 more than one new token (its decoder runs once per group, so a group cannot continue differently).
         """
-        state = self._active_state()
-        if state is None:
+        spec = self._active_spec()
+        if spec is None:
             return self.model.generate(*args, **kwargs)
         generation_config = kwargs.get("generation_config") or getattr(self.model, "generation_config", None)
         num_beams = kwargs.get("num_beams") or getattr(generation_config, "num_beams", 1) or 1
@@ -142,13 +162,13 @@ class RevMuxModel(BaseTuner):
         if new_tokens is None:
             new_tokens = (kwargs.get("max_length") or getattr(generation_config, "max_length", 20)) - 1
         mask = kwargs.get("attention_mask")
-        if state.family == "decoder" and mask is not None and not bool(mask.bool().all()):
+        if spec.family == "decoder" and mask is not None and not bool(mask.bool().all()):
             raise ValueError(
                 "generate() on a multiplexed decoder needs equal-length prompts without padding: instances of a group "
                 "share positions, and a right-padded prompt would continue from a pad token. Group prompts of equal "
                 "token length (e.g. revmux.inference sorts by length), or disable the adapter."
             )
-        if state.family == "encoder-decoder" and new_tokens > 1:
+        if spec.family == "encoder-decoder" and new_tokens > 1:
             raise ValueError(
                 f"Generating {new_tokens} tokens is not supported on a multiplexed encoder-decoder: the decoder runs "
                 "once per group, so all instances of a group must share their decoder inputs. Pass max_new_tokens=1 "
@@ -167,55 +187,69 @@ class RevMuxModel(BaseTuner):
         """Demultiplex only where ``mode`` says inside the block ("all", "first", "last_real", "last_non_pad").
 
         For example ``with model.base_model.reading("last_real"):`` around a decoder backbone call that feeds label
-        words: only each instance's last real token is restored (the rest of the last hidden state is zero).
+        words: only each instance's last real token is restored (the rest of the last hidden state is zero). Applies
+        to the calling thread's forwards only.
         """
-        state = self._active_state()
-        if state is None:
+        spec = self._active_spec()
+        if spec is None:
             yield
             return
-        previous, state.read_mode = state.read_mode, mode
-        try:
+        with scoped(READING, (spec, mode)):
             yield
-        finally:
-            state.read_mode = previous
 
     @contextlib.contextmanager
     def recording(self):
-        """Record what the training losses need during the forward passes inside the block (see GroupState)."""
-        state = self._require_state("recording()")
-        state.clear()
-        state.recording = True
-        try:
-            yield state
-        finally:
-            state.recording = False
+        """Record what the training losses need during the calling thread's forwards inside the block.
+
+        Yields:
+            a ``Recording``: the layer-K states, the multiplexed instances and the restored last hidden state.
+        """
+        spec = self._require_spec("recording()")
+        with scoped(RECORDING, Recording(spec)) as recording:
+            yield recording
 
     @contextlib.contextmanager
-    def teacher(self):
-        """Run the frozen backbone un-multiplexed from the layer-K states recorded by the last student forward.
+    def teacher(self, recording: Recording):
+        """Run the frozen backbone un-multiplexed from ``recording``'s layer-K states (the student's, usually).
 
-        Layers [0, K) are replayed, not recomputed; the last layer's output lands in ``state.teacher_hidden``.
+        Layers [0, K) are not recomputed; the last layer's output lands in ``recording.teacher_hidden``.
         """
-        state = self._require_state("teacher()")
-        state.teacher = True
-        try:
-            yield state
-        finally:
-            state.teacher = False
+        spec = self._require_spec("teacher()")
+        if recording.layer_k_states is None:
+            raise RuntimeError("teacher() replays the layer-K states of a student forward; run the student under "
+                               "recording() first.")
+        with scoped(REPLAY, Replay(spec, recording.layer_k_states, multiplex=False, into=recording)):
+            yield recording
 
-    def _require_state(self, what: str) -> GroupState:
-        state = self._active_state()
-        if state is None:
+    @contextlib.contextmanager
+    def replaying(self, layer_k_states: torch.Tensor):
+        """Start the calling thread's forwards inside the block from given layer-K states, (B, T, d).
+
+        Layers [0, K) do not run on the instances (only on the first row, for what they return besides their hidden
+        states); the states must be those of the same inputs, padded alike (cached-prefix training).
+        """
+        spec = self._require_spec("replaying()")
+        with scoped(REPLAY, Replay(spec, layer_k_states)):
+            yield
+
+    @property
+    def compose_size(self) -> int:
+        """N of the active adapter."""
+        return self._require_spec("compose_size").compose_size
+
+    def _require_spec(self, what: str) -> AdapterSpec:
+        spec = self._active_spec()
+        if spec is None:
             raise RuntimeError(f"{what} needs one active, enabled RevMUX adapter.")
-        return state
+        return spec
 
-    # ---- per-forward input checks ------------------------------------------------------------------------------
-    def _active_state(self) -> Optional[GroupState]:
-        """The GroupState of the adapter that will run, or None when adapters are disabled."""
+    # ---- per-forward contexts --------------------------------------------------------------------------------
+    def _active_spec(self) -> Optional[AdapterSpec]:
+        """The spec of the adapter that will run, or None when adapters are disabled."""
         layer = self._probe_layer
         if layer.disable_adapters or len(layer.active_adapters) != 1:
             return None
-        return self._states.get(layer.active_adapters[0])
+        return self._specs.get(layer.active_adapters[0])
 
     def _argument(self, name: str, args: tuple, kwargs: dict) -> Any:
         if name in kwargs:
@@ -223,65 +257,62 @@ class RevMuxModel(BaseTuner):
         index = self._forward_params.index(name) if name in self._forward_params else len(args)
         return args[index] if index < len(args) else None
 
-    def _prepare_decoder(self, module: nn.Module, args: tuple, kwargs: dict):
+    def _open_encoder_forward(self, module: nn.Module, args: tuple, kwargs: dict):
+        spec = self._active_spec()
+        if spec is not None:
+            open_forward(spec, module)
+
+    def _open_decoder_forward(self, module: nn.Module, args: tuple, kwargs: dict):
         """Decoder pre-hook (encoder-decoder models): the decoder runs once per group on the G composites.
 
         Raises:
             ValueError: if decoder inputs differ inside a group.
         """
-        state = self._active_state()
-        if state is None or state.teacher:
+        spec = self._active_spec()
+        if spec is None:
             return None
+        context = open_forward(spec, module)
+        if context.replay is not None and not context.replay.multiplex:
+            return None  # the teacher: un-multiplexed
         inputs = kwargs.get("input_ids")
         inputs = inputs if inputs is not None else kwargs.get("inputs_embeds")
         if inputs is not None:
-            check_identical_in_groups(inputs, state.compose_size)
-            state.batch_size = inputs.shape[0]  # also right when the encoder ran in another call
+            check_identical_in_groups(inputs, spec.compose_size)
+            context.batch_size = inputs.shape[0]  # also right when the encoder ran in another call
         mask, encoded = kwargs.get("encoder_attention_mask"), kwargs.get("encoder_hidden_states")
         if mask is None or encoded is None or mask.shape[0] == encoded.shape[0]:
             return None
-        kwargs["encoder_attention_mask"] = group_union(mask, state.compose_size)  # (B, T) -> (G, T)
+        kwargs["encoder_attention_mask"] = group_union(mask, spec.compose_size)  # (B, T) -> (G, T)
         return args, kwargs
 
-    def _check_inputs(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        """Forward pre-hook on the base model: record the input mask and reject inputs RevMUX cannot serve.
+    def _open_backbone_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """Pre-hook on the base model: reject inputs RevMUX cannot serve, then open this forward's context.
 
         Raises:
             ValueError: for flex attention, a static cache, or a left-padded batch on a decoder-only model.
         """
-        state = self._active_state()
-        if state is None:
+        spec = self._active_spec()
+        if spec is None:
             return
-        if getattr(self.model.config, "_attn_implementation", None) == "flex_attention":
-            raise ValueError("attn_implementation='flex_attention' is not supported by RevMUX (a BlockMask cannot be "
-                             "combined per group). Switch with model.set_attn_implementation() to 'sdpa' or 'eager'.")
+        check_attention_supported(self.model)
         cache = self._argument("cache", args, kwargs) or self._argument("past_key_values", args, kwargs)
         if cache is not None and type(cache).__name__ not in ("DynamicCache", "EncoderDecoderCache"):
             raise ValueError(f"{type(cache).__name__} is not supported by RevMUX: its layers after the multiplexing "
                              "point hold fewer rows than the batch. Use the default DynamicCache.")
-        state.reduced = {}  # a new forward (also each decoding step): shrink its arguments afresh
         mask = self._argument("attention_mask", args, kwargs)
-        state.attention_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+        mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
         input_ids = self._argument("input_ids", args, kwargs)
         tokens = input_ids if input_ids is not None else self._argument("inputs_embeds", args, kwargs)
-        self._prepare_readout(state, kwargs, input_ids, tokens)
-        if state.family != "decoder" or state.attention_mask is None:
-            return
-        if tokens is None or tokens.shape[1] != mask.shape[1]:
-            return  # a decoding step: the mask also covers the cached positions
-        real = mask.bool()
-        if (~real[:, :-1] & real[:, 1:]).any():
-            raise ValueError(
-                "Left-padded batch on a decoder-only model: RevMUX shares position ids within a group and reads each "
-                "instance at its own last real token, so inputs must be right-padded. Set "
-                "tokenizer.padding_side = 'right' (or re-pad the batch)."
-            )
-
-    def _prepare_readout(self, state: GroupState, kwargs: dict, input_ids, tokens) -> None:
+        cached_step = tokens is not None and mask is not None and tokens.shape[1] != mask.shape[1]
+        if spec.family == "decoder" and mask is not None and not cached_step:
+            real = mask.bool()
+            if (~real[:, :-1] & real[:, 1:]).any():
+                raise ValueError(
+                    "Left-padded batch on a decoder-only model: RevMUX shares position ids within a group and reads "
+                    "each instance at its own last real token, so inputs must be right-padded. Set "
+                    "tokenizer.padding_side = 'right' (or re-pad the batch)."
+                )
         hidden_wanted = kwargs.get("output_hidden_states", getattr(self.model.config, "output_hidden_states", False))
-        cached_step = tokens is not None and state.attention_mask is not None and \
-            tokens.shape[1] != state.attention_mask.shape[1]
-        partial = tokens is not None and not hidden_wanted and not cached_step and state.family != "encoder-decoder"
-        state.read_now = state.read_mode if partial else "all"
-        state.input_ids, state.length = input_ids, (0 if tokens is None else tokens.shape[1])
-        state.pad_token_id = getattr(self.model.config.get_text_config(), "pad_token_id", None)
+        partial = tokens is not None and not hidden_wanted and not cached_step and spec.family != "encoder-decoder"
+        open_forward(spec, module, read_mode=read_mode_for(spec) if partial else "all", input_ids=input_ids,
+                     attention_mask=mask, length=0 if tokens is None else tokens.shape[1])

@@ -181,11 +181,24 @@ class VanillaAdapterMux(Multiplexer):
         return self.demux_mlp.slots(rows, slots)  # (R, d)
 
 
-MULTIPLEXERS: dict[str, type[Multiplexer]] = {
+MULTIPLEXERS: dict[str, type[Multiplexer]] = {  # mux_type -> class: the one list of mux types
     "revmux": ReversibleMux,
     "ora": OnlyMuxReversible,
     "adapter": VanillaAdapterMux,
 }
+
+
+def _module_names() -> frozenset[str]:
+    """Every submodule name inside any multiplexer (``down``, ``coupling``, ...), from tiny instances of each."""
+    names = set()
+    for mux_type in MULTIPLEXERS:
+        tiny = MULTIPLEXERS[mux_type](4, 2, 4, 4, 0.0)
+        names.update(part for path, _ in tiny.named_modules() for part in path.split(".") if not part.isdigit())
+    return frozenset(names - {""})
+
+
+# Adapter names that would clash with these in state-dict keys (PEFT strips ".<adapter name>." when saving).
+MULTIPLEXER_MODULE_NAMES = _module_names()
 
 
 def check_divisible(hidden_size: int, compose_size: int) -> None:
