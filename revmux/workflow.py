@@ -21,6 +21,7 @@ from revmux import assets
 from revmux.train.data import Example, TaskSpec, get_task, load_task
 from revmux.train.heads import head_for
 from revmux.tiny import CLI_ALIASES, tiny_family, tiny_model, tiny_tokenizer
+from revmux.train.cache import CachedExamples, PrefixCache, feature_statistics
 from revmux.train.trainer import RevMuxTrainer, evaluate
 
 Family = str
@@ -40,12 +41,12 @@ class RunConfig:
     combine_first: int | None = None
     batch_size: int = 32
     gradient_accumulation_steps: int = 1
-    n_epochs: float = 1.0
-    adapter_lr: float = 2e-5
+    n_epochs: float = 30.0  # a cap: training stops earlier when validation accuracy stops improving (patience)
+    adapter_lr: float = 1e-3
     teacher_dir: str | None = None  # a trained N = 1 teacher; None: train one (encoders), zero-shot (decoders)
     teacher_epochs: float = 1.0
     teacher_lr: float = 5e-5
-    max_length: int = 128
+    max_length: int = 64
     info_nce_weight: float = 0.5
     orthogonality_weight: float = 1.0
     seed: int = 0
@@ -54,6 +55,14 @@ class RunConfig:
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
     heldout_fraction: float = 0.1  # carved from train when the test split has no labels
+    validation_fraction: float = 0.1  # carved from train for model selection (never the reported splits)
+    patience: int | None = 3  # epochs without a better validation accuracy before stopping; None: run n_epochs
+    recompute_prefix: bool = False  # run layers [0, K) and the teacher every step (lets backbone dropout act)
+    cache_dtype: str = "float32"  # storage of the cached layer-K states: float32, float16, bfloat16
+    cache_memory_mb: float = 4096  # larger caches stay memory-mapped on disk
+    standardize: bool = False  # RevMuxConfig.standardize: for decoder LLMs (massive activations)
+    coupling_hidden_size: int | None = None  # RevMuxConfig widths; None: the paper's (d, 3d)
+    demux_hidden_size: int | None = None
     resume: bool = False
     save_checkpoints: bool = True
     cache_dir: str = field(default_factory=lambda: os.environ.get("REVMUX_CACHE", ".cache/revmux"))
@@ -115,18 +124,27 @@ def prepare_splits(config: RunConfig) -> dict[str, list[Example]]:
         heldout, train = train[:cut], train[cut:]
     if config.max_train_examples:
         train = train[: config.max_train_examples]
+    validation: list[Example] = []
+    if config.validation_fraction:
+        train = list(train)
+        random.Random(config.seed + 1).shuffle(train)
+        cut = max(1, int(len(train) * config.validation_fraction))
+        validation, train = train[:cut], train[cut:]
     dev = splits["dev"][: config.max_eval_examples] if config.max_eval_examples else splits["dev"]
     heldout = heldout[: config.max_eval_examples] if config.max_eval_examples else heldout
-    return {"train": train, "dev": dev, "heldout": heldout}
+    return {"train": train, "validation": validation, "dev": dev, "heldout": heldout}
 
 
 # ---- training -------------------------------------------------------------------------------------------------
-def _training_args(config: RunConfig, output_dir: Path, lr: float, epochs: float) -> tf.TrainingArguments:
+def _training_args(config: RunConfig, output_dir: Path, lr: float, epochs: float, validate: bool = False,
+                   by_length: bool = False) -> tf.TrainingArguments:
     return tf.TrainingArguments(
         output_dir=str(output_dir), per_device_train_batch_size=config.batch_size, num_train_epochs=epochs,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         learning_rate=lr, weight_decay=0.01, warmup_steps=0.06, lr_scheduler_type="linear", logging_steps=10,
         save_strategy="epoch" if config.save_checkpoints else "no", save_total_limit=2, report_to="none",
+        eval_strategy="epoch" if validate else "no",
+        train_sampling_strategy="group_by_length" if by_length else "random",
         remove_unused_columns=False, seed=config.seed, use_cpu=not torch.cuda.is_available(),
         disable_tqdm=False, dataloader_drop_last=False,
     )
@@ -141,18 +159,59 @@ def train_teacher(config: RunConfig, model, head, train: list[Example], output_d
     return trainer
 
 
-def train_adapter(config: RunConfig, teacher, head, train: list[Example], output_dir: Path):
-    """Wrap the frozen teacher with RevMUX and train the adapter with the full objective."""
+def train_adapter(config: RunConfig, teacher, head, train: list[Example], output_dir: Path,
+                  validation: list[Example] | None = None):
+    """Wrap the frozen teacher with RevMUX and train the adapter with the full objective.
+
+    By default from cached layer-K states (``revmux.train.cache``; ``config.recompute_prefix`` runs layers [0, K)
+    and the teacher every step instead), with length-bucketed batches that form new random groups every epoch.
+    With ``validation`` examples, the adapter of the best validation epoch is kept and training stops after
+    ``config.patience`` epochs without improvement.
+
+    Returns:
+        (the PeftModel, the trainer, {"prefix": "cached" | "recompute", "cache_seconds", "cache_mb", ...}).
+    """
     teacher.requires_grad_(False)
     mux_config = revmux.RevMuxConfig(compose_size=config.compose_size, combine_first=config.combine_first,
-                                     mux_type=config.model_type)
+                                     mux_type=config.model_type, standardize=config.standardize,
+                                     coupling_hidden_size=config.coupling_hidden_size,
+                                     demux_hidden_size=config.demux_hidden_size)
     model = revmux.get_revmux_model(teacher, mux_config)
-    trainer = RevMuxTrainer(model=model, args=_training_args(config, output_dir, config.adapter_lr, config.n_epochs),
-                            train_dataset=train, head=head, info_nce_weight=config.info_nce_weight,
-                            orthogonality_weight=config.orthogonality_weight)
-    resume = config.resume and any(output_dir.glob("checkpoint-*"))
-    trainer.train(resume_from_checkpoint=True if resume else None)
-    return model, trainer
+    facts: dict = {"prefix": "recompute" if config.recompute_prefix else "cached"}
+    if config.standardize:  # statistics of the frozen backbone's states, from training inputs (no labels)
+        model.base_model.calibrate(*feature_statistics(model, head, train))
+    train_data, val_data = train, (validation or None)
+    collate = head.collate
+    if not config.recompute_prefix:
+        started = time.perf_counter()
+        caches = [PrefixCache.build(model, head, examples, Path(config.cache_dir), storage=config.cache_dtype,
+                                    memory_budget_mb=config.cache_memory_mb) for examples in (train, validation or [])
+                  if examples]
+        facts.update(cache_seconds=time.perf_counter() - started, cache_mb=sum(c.size_mb for c in caches),
+                     cache_paths=[str(c.path) for c in caches], cache_memory_mapped=caches[0].memory_mapped)
+        train_data = CachedExamples(train, caches[0], head)
+        val_data = CachedExamples(validation, caches[1], head) if validation else None
+        collate = train_data.collate
+    args = _training_args(config, output_dir, config.adapter_lr, config.n_epochs, validate=val_data is not None,
+                          by_length=not config.recompute_prefix)
+    trainer = RevMuxTrainer(model=model, args=args, train_dataset=train_data, head=head, data_collator=collate,
+                            info_nce_weight=config.info_nce_weight, orthogonality_weight=config.orthogonality_weight,
+                            validation=val_data, patience=config.patience,
+                            validation_batch_size=config.eval_batch_size or config.batch_size)
+    resume = config.resume and _last_complete_checkpoint(output_dir)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=resume or None)
+    trainer.restore_best()
+    facts.update(train_seconds=time.perf_counter() - started, epochs_run=trainer.state.epoch,
+                 best_validation=trainer.best["accuracy"], best_epoch=trainer.best["epoch"],
+                 validation_history=trainer.validation_history)
+    return model, trainer, facts
+
+
+def _last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest ``checkpoint-*`` folder that holds a trainer state (an interrupted save leaves none)."""
+    done = [p for p in output_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
 
 
 def run_training(config: RunConfig, report: bool = True) -> dict:
@@ -183,7 +242,8 @@ def run_training(config: RunConfig, report: bool = True) -> dict:
     teacher_seconds = time.perf_counter() - started
 
     print(f"[revmux] training {config.model_type} at N={config.compose_size} on the frozen teacher")
-    muxed, trainer = train_adapter(config, model, head, splits["train"], save_dir / "checkpoints")
+    muxed, trainer, facts = train_adapter(config, model, head, splits["train"], save_dir / "checkpoints",
+                                          validation=splits["validation"])
     if main_process:
         muxed.save_pretrained(save_dir / "adapter")
         tokenizer.save_pretrained(save_dir / "adapter")
@@ -191,7 +251,8 @@ def run_training(config: RunConfig, report: bool = True) -> dict:
 
     metrics = evaluate_run(config, muxed, head, task, splits)
     metrics.update(config=asdict(config), family=family, teacher_seconds=teacher_seconds,
-                   adapter_seconds=train_seconds, combine_first=muxed.peft_config["default"].combine_first)
+                   adapter_seconds=train_seconds, combine_first=muxed.peft_config["default"].combine_first,
+                   training=facts)
     if main_process:
         (save_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
         plot_curves(trainer.state.log_history, teacher_log, save_dir / "training_curve.png")

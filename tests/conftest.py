@@ -57,3 +57,9 @@ def logits(model, batch) -> torch.Tensor:
 @pytest.fixture(params=list(MODELS))
 def model_name(request):
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Prefix caches and assets of a test go to a temporary folder, never to the working directory."""
+    monkeypatch.setenv("REVMUX_CACHE", str(tmp_path_factory.getbasetemp() / "revmux-cache"))

@@ -16,7 +16,8 @@ def test_revmux_training_lifts_accuracy_well_above_chance(tmp_path):
     data = load_task("sst-2", write_sentiment_tsvs(tmp_path / "data", sizes=(512, 128, 0)))
     config = RunConfig(task_name="sst-2", model_name="tiny-bert", data_dir="", save_dir=str(tmp_path),
                        batch_size=32, teacher_epochs=6, teacher_lr=3e-3, n_epochs=8, adapter_lr=3e-3,
-                       compose_size=2, combine_first=2, save_checkpoints=False)
+                       compose_size=2, combine_first=2, save_checkpoints=False,
+                       cache_dir=str(tmp_path / "cache"))
     tokenizer = tiny_tokenizer()
     teacher = tiny_model("tiny-bert", len(tokenizer))
     head = head_for(teacher, tokenizer, TASKS["sst-2"])
@@ -29,7 +30,7 @@ def test_revmux_training_lifts_accuracy_well_above_chance(tmp_path):
     before = evaluate(untrained, head, data["dev"], 32, pairings=3)["accuracy"]
     untrained.unload()
 
-    muxed, _ = train_adapter(config, teacher, head, data["train"], tmp_path / "adapter")
+    muxed, _, _ = train_adapter(config, teacher, head, data["train"], tmp_path / "adapter")
     after = evaluate(muxed, head, data["dev"], 32, pairings=3)["accuracy"]
     print(f"teacher {teacher_accuracy:.3f}, muxed before training {before:.3f}")
     assert before < 0.7, before

@@ -34,6 +34,43 @@ def _eval_mode(model):
         model.train(was_training)
 
 
+def revmux_objective(tuner, model, head: ClassificationHead, inputs: dict, info_nce_weight: float = 0.5,
+                     orthogonality_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The RevMUX loss of one batch: (loss, (B, C) logits, {term: value}).
+
+    With ``layer_k_states`` / ``teacher_readout`` in ``inputs`` (``CachedExamples``), the forward starts from the
+    cached layer-K states and InfoNCE compares with the cached teacher; otherwise layers [0, K) run on every instance
+    and the teacher runs un-multiplexed from the student's recorded layer-K states.
+    """
+    labels = inputs["labels"]
+    if "layer_k_states" in inputs:  # cached prefix
+        inputs = dict(inputs)
+        states, teacher = inputs.pop("layer_k_states"), inputs.pop("teacher_readout")  # (B, T, d), (B, d)
+        with tuner.replaying(states), tuner.recording() as recording:
+            logits = head.logits(model, inputs)  # (B, C)
+    else:
+        with tuner.recording() as recording:
+            logits = head.logits(model, inputs)  # (B, C)
+        teacher = None
+    loss = ce = F.cross_entropy(logits, labels)
+    parts = {"ce": ce.detach()}
+    if info_nce_weight:
+        rows = torch.arange(len(labels), device=logits.device)
+        positions = head.positions(inputs).to(logits.device)  # where the head read each instance
+        student = recording.restored[rows, positions]  # (B, d)
+        if teacher is None:  # recompute: the frozen backbone from the student's layer-K states
+            with torch.no_grad(), tuner.teacher(recording), _eval_mode(model):
+                head.logits(model, inputs)
+            teacher = recording.teacher_hidden[rows, positions]  # (B, d)
+        parts["info_nce"] = info_nce(student, teacher.to(student.device))
+        loss = loss + info_nce_weight * parts["info_nce"]
+    if orthogonality_weight and recording.instances is not None:
+        parts["orthogonality"] = orthogonality(recording.instances, inputs.get("attention_mask"),
+                                               tuner.compose_size, batch_size=len(labels))
+        loss = loss + orthogonality_weight * parts["orthogonality"]
+    return loss, logits, parts
+
+
 class RevMuxTrainer(Trainer):
     """A transformers Trainer whose loss is the RevMUX objective (plain CE for a model without an adapter).
 
@@ -48,10 +85,16 @@ class RevMuxTrainer(Trainer):
     loss_is_scaled_for_ga = False  # compute_loss returns a batch mean, not a sum over num_items_in_batch
 
     def __init__(self, *args, head: ClassificationHead, info_nce_weight: float = 0.5,
-                 orthogonality_weight: float = 1.0, **kwargs):
+                 orthogonality_weight: float = 1.0, validation=None, patience: int | None = None,
+                 validation_batch_size: int = 64, **kwargs):
         kwargs.setdefault("data_collator", head.collate)
+        if validation is not None:
+            kwargs.setdefault("eval_dataset", validation)
         super().__init__(*args, **kwargs)
         self.head, self.info_nce_weight, self.orthogonality_weight = head, info_nce_weight, orthogonality_weight
+        self.validation, self.patience, self.validation_batch_size = validation, patience, validation_batch_size
+        self.best: dict = {"accuracy": None, "epoch": None, "adapter": None}  # model selection on validation
+        self.validation_history: list[dict] = []
         self._parts: dict[str, list[float]] = {}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -62,26 +105,46 @@ class RevMuxTrainer(Trainer):
             loss = F.cross_entropy(logits, labels)
             return (loss, {"logits": logits}) if return_outputs else loss
 
-        with tuner.recording() as recording:
-            logits = self.head.logits(model, inputs)  # (B, C)
-        loss = ce = F.cross_entropy(logits, labels)
-        parts = {"ce": ce.detach()}
-        if self.info_nce_weight:
-            rows = torch.arange(len(labels), device=logits.device)
-            positions = self.head.positions(inputs).to(logits.device)  # where the head read each instance
-            student = recording.restored[rows, positions]  # (B, d)
-            with torch.no_grad(), tuner.teacher(recording), _eval_mode(model):
-                self.head.logits(model, inputs)
-            teacher = recording.teacher_hidden[rows, positions]  # (B, d)
-            parts["info_nce"] = info_nce(student, teacher)
-            loss = loss + self.info_nce_weight * parts["info_nce"]
-        if self.orthogonality_weight and recording.instances is not None:
-            parts["orthogonality"] = orthogonality(recording.instances, inputs.get("attention_mask"),
-                                                   tuner.compose_size, batch_size=len(labels))
-            loss = loss + self.orthogonality_weight * parts["orthogonality"]
+        loss, logits, parts = revmux_objective(tuner, model, self.head, inputs, self.info_nce_weight,
+                                               self.orthogonality_weight)
         for name, value in parts.items():
             self._parts.setdefault(name, []).append(float(value.detach()))
         return (loss, {"logits": logits}) if return_outputs else loss
+
+    # ---- model selection on a validation split (never on the reported splits) ---------------------------------
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
+        """Validation accuracy (one fixed pairing); keeps the best adapter and stops after ``patience`` epochs
+        without improvement."""
+        if self.validation is None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        model = self.accelerator.unwrap_model(self.model)
+        accuracy = validation_accuracy(model, self.head, self.validation, self.validation_batch_size,
+                                       seed=self.args.seed)
+        epoch = self.state.epoch
+        self.validation_history.append({"epoch": epoch, "step": self.state.global_step, "accuracy": accuracy})
+        metrics = {f"{metric_key_prefix}_accuracy": accuracy}
+        if self.best["accuracy"] is None or accuracy > self.best["accuracy"]:
+            from peft import get_peft_model_state_dict
+
+            state = get_peft_model_state_dict(model)
+            self.best = {"accuracy": accuracy, "epoch": epoch, "step": self.state.global_step,
+                         "adapter": {k: v.detach().clone() for k, v in state.items()}}
+        elif self.patience is not None and len(self.validation_history) - 1 - self._best_index() >= self.patience:
+            self.control.should_training_stop = True
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    def _best_index(self) -> int:
+        return next(i for i, h in enumerate(self.validation_history) if h["step"] == self.best["step"])
+
+    def restore_best(self) -> None:
+        """Load the adapter weights of the best validation epoch (no-op without validation)."""
+        if self.best["adapter"] is None:
+            return
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(self.accelerator.unwrap_model(self.model), self.best["adapter"])
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         for name, values in self._parts.items():
@@ -103,6 +166,30 @@ def predict(model, head: ClassificationHead, examples: Sequence[Example], batch_
             batch = {k: v.to(device) for k, v in batch.items()}
             predictions.append(head.logits(model, batch).argmax(-1).cpu())
     return torch.cat(predictions)
+
+
+@torch.no_grad()
+def validation_accuracy(model, head: ClassificationHead, validation, batch_size: int, seed: int = 0) -> float:
+    """Accuracy on a validation split in one fixed random pairing: ``CachedExamples`` (the forward starts from the
+    cached layer-K states) or a list of examples (a full forward)."""
+    from revmux.train.cache import CachedExamples
+
+    if not isinstance(validation, CachedExamples):
+        return evaluate(model, head, validation, batch_size, pairings=1, seed=seed)["accuracy"]
+    tuner = revmux_tuner(model)
+    order = list(range(len(validation)))
+    random.Random(seed).shuffle(order)
+    device = next(model.parameters()).device
+    correct = 0
+    with _eval_mode(model):
+        for start in range(0, len(order), batch_size):
+            batch = validation.collate([validation[i] for i in order[start:start + batch_size]])
+            batch = {k: v.to(device) for k, v in batch.items()}
+            states = batch.pop("layer_k_states")
+            batch.pop("teacher_readout")
+            with tuner.replaying(states):
+                correct += int((head.logits(model, batch).argmax(-1) == batch["labels"]).sum())
+    return correct / len(order)
 
 
 def binary_f1(predictions: torch.Tensor, labels: torch.Tensor) -> float:

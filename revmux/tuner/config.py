@@ -53,6 +53,12 @@ class RevMuxConfig(PeftConfig):
                           "Default: 3 * hidden size, as in the paper."},
     )
     dropout: float = field(default=0.1, metadata={"help": "Dropout inside the adapter MLPs (training only)."})
+    standardize: bool = field(
+        default=False,
+        metadata={"help": "Standardise, per feature, the states the multiplexer mixes and the states it restores with "
+                          "statistics calibrated on data (RevMuxModel.calibrate), and map the composite back to the "
+                          "backbone's statistics. For decoder LLMs, whose residual streams carry massive activations."},
+    )
     demux_positions: Literal["auto", "all"] = field(
         default="auto",
         metadata={"help": "'auto': demultiplex only the positions the model's own head reads (CLS for encoder "
@@ -92,6 +98,8 @@ class RevMuxConfig(PeftConfig):
             raise ValueError(f"Unknown mux_type {self.mux_type!r}; choose one of {', '.join(MUX_TYPES)}.")
         if self.demux_positions not in ("auto", "all"):
             raise ValueError(f"demux_positions must be 'auto' or 'all', got {self.demux_positions!r}.")
+        if not isinstance(self.standardize, bool):
+            raise ValueError(f"standardize must be True or False, got {self.standardize!r}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}.")
         for name in ("coupling_hidden_size", "demux_hidden_size"):

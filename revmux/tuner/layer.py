@@ -99,7 +99,9 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
         context = current_forward(spec)
         replay = context.replay
         if role.kind == "pass":
-            return self.base_layer(*args, **kwargs) if replay is None else self._skipped(replay, args, kwargs)
+            if replay is None or replay.states is None:
+                return self.base_layer(*args, **kwargs)
+            return self._skipped(replay, args, kwargs)
         hidden, kwargs = self._named_arguments(args, kwargs)
         if replay is not None and not replay.multiplex:
             return self._teacher_forward(role, replay, hidden, kwargs)
@@ -175,9 +177,12 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
         return (states,) + tuple(out[1:]) if isinstance(out, tuple) else states
 
     def _teacher_forward(self, role: LayerRole, replay: Replay, hidden: torch.Tensor, kwargs: dict):
-        """The frozen backbone without multiplexing, started from the replayed layer-K states."""
+        """The frozen backbone without multiplexing, started from the replayed layer-K states (or from the start)."""
         if role.kind == "mux":
-            hidden = self._replayed_states(replay, hidden)  # (B, T, d)
+            if replay.states is not None:
+                hidden = self._replayed_states(replay, hidden)  # (B, T, d)
+            elif replay.into is not None:
+                replay.into.layer_k_states = hidden  # (B, T, d)
         out = self.base_layer(hidden, **kwargs)
         if role.demux and replay.into is not None:
             replay.into.teacher_hidden = out[0] if isinstance(out, tuple) else out

@@ -94,7 +94,7 @@ class RevMuxModel(BaseTuner):
         device, dtype = execution_device_and_dtype(mux_layer)
         multiplexer = build_multiplexer(peft_config.mux_type, plan.hidden_size, peft_config.compose_size,
                                         peft_config.coupling_hidden_size, peft_config.demux_hidden_size,
-                                        peft_config.dropout).to(device=device, dtype=dtype)
+                                        peft_config.dropout, peft_config.standardize).to(device=device, dtype=dtype)
         self._specs[name] = AdapterSpec(
             name, peft_config.compose_size, plan.family, read_mode=sequence_classifier_reads(model) if auto else "all",
             pad_token_id=getattr(model.config.get_text_config(), "pad_token_id", None), multiplexer=multiplexer)
@@ -222,6 +222,19 @@ class RevMuxModel(BaseTuner):
             yield recording
 
     @contextlib.contextmanager
+    def unmultiplexed(self):
+        """Run the calling thread's forwards inside the block as the frozen backbone, recording for each forward
+        the layer-K states and the last layer's output (``teacher_hidden``): what cached-prefix training needs.
+
+        Yields:
+            a ``Recording`` (of the last forward in the block).
+        """
+        spec = self._require_spec("unmultiplexed()")
+        recording = Recording(spec)
+        with scoped(REPLAY, Replay(spec, None, multiplex=False, into=recording)):
+            yield recording
+
+    @contextlib.contextmanager
     def replaying(self, layer_k_states: torch.Tensor):
         """Start the calling thread's forwards inside the block from given layer-K states, (B, T, d).
 
@@ -231,6 +244,11 @@ class RevMuxModel(BaseTuner):
         spec = self._require_spec("replaying()")
         with scoped(REPLAY, Replay(spec, layer_k_states)):
             yield
+
+    def calibrate(self, input_mean, input_std, output_mean, output_std) -> None:
+        """Set the active adapter's standardisation statistics, each (d,): the states entering the multiplexer and
+        the states the head reads (``RevMuxConfig(standardize=True)``; see ``Multiplexer``)."""
+        self._require_spec("calibrate()").multiplexer.set_statistics(input_mean, input_std, output_mean, output_std)
 
     @property
     def compose_size(self) -> int:

@@ -30,29 +30,78 @@ def _mlp(sizes: list[int], dropout: float, final_activation: bool) -> nn.Sequent
 
 class Multiplexer(nn.Module):
     """Protocol: ``forward`` mixes (G*N, T, d) -> (G, T, d) as ``combine(instances(hidden))``; ``demux`` restores
-    (G, T, d) -> (G*N, T, d)."""
+    (G, T, d) -> (G*N, T, d). Subclasses implement ``_instances``, ``_combine``, ``_demux`` and ``_demux_slots``.
+
+    Standardisation (``standardize=True``): residual streams of decoder LLMs carry massive activations (a few
+    features in the thousands, tokens with a pairwise cosine near 1). Per-feature statistics of the states entering
+    the multiplexer (``input_mean``/``input_std``) and of the states the head reads (``output_mean``/``output_std``),
+    calibrated on data (``set_statistics``), standardise what the learned functions see; the composite is mapped back
+    to the backbone's own statistics, and the restored states to the head's. Unset statistics are the identity.
+    """
 
     compose_size: int
     hidden_size: int
 
-    def demux(self, composite: torch.Tensor, keep: int | None = None) -> torch.Tensor:  # pragma: no cover
-        """(G, T, d) -> (min(keep, G*N), T, d): the first ``keep`` instances (dummies of the last group dropped)."""
-        raise NotImplementedError
+    def _init_statistics(self, standardize: bool) -> None:
+        self.standardize = standardize
+        if standardize:
+            d = self.hidden_size
+            for name, value in (("input_mean", 0.0), ("input_std", 1.0), ("output_mean", 0.0), ("output_std", 1.0)):
+                self.register_buffer(name, torch.full((d,), value))
 
-    def demux_slots(self, rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:  # pragma: no cover
-        """(R, d) composite vectors -> (R, d): for row r, the instance in slot ``slots[r]`` of that composite."""
-        raise NotImplementedError
+    @torch.no_grad()
+    def set_statistics(self, input_mean, input_std, output_mean, output_std) -> None:
+        """Per-feature (d,) mean and std of the states entering the multiplexer and of those the head reads.
 
-    def instances(self, hidden: torch.Tensor) -> torch.Tensor:  # pragma: no cover - protocol
+        Raises:
+            ValueError: if the multiplexer was built without ``standardize``.
+        """
+        if not self.standardize:
+            raise ValueError("This multiplexer was built with standardize=False; set RevMuxConfig(standardize=True).")
+        for name, value in (("input_mean", input_mean), ("input_std", input_std), ("output_mean", output_mean),
+                            ("output_std", output_std)):
+            buffer = getattr(self, name)
+            buffer.copy_(torch.as_tensor(value, dtype=buffer.dtype).to(buffer.device))
+
+    def instances(self, hidden: torch.Tensor) -> torch.Tensor:
         """The per-instance representations the multiplexer mixes, (G*N, T, d) -> (G*N, T, d')."""
-        raise NotImplementedError
+        if self.standardize:
+            hidden = (hidden - self.input_mean) / self.input_std  # (G*N, T, d)
+        return self._instances(hidden)
 
-    def combine(self, instances: torch.Tensor) -> torch.Tensor:  # pragma: no cover - protocol
+    def combine(self, instances: torch.Tensor) -> torch.Tensor:
         """(G*N, T, d') per-instance representations -> (G, T, d) composites."""
-        raise NotImplementedError
+        composite = self._combine(instances)  # (G, T, d)
+        return composite * self.input_std + self.input_mean if self.standardize else composite
+
+    def demux(self, composite: torch.Tensor, keep: int | None = None) -> torch.Tensor:
+        """(G, T, d) -> (min(keep, G*N), T, d): the first ``keep`` instances (dummies of the last group dropped)."""
+        if self.standardize:
+            composite = (composite - self.output_mean) / self.output_std  # (G, T, d)
+        restored = self._demux(composite, keep)  # (B, T, d)
+        return restored * self.output_std + self.output_mean if self.standardize else restored
+
+    def demux_slots(self, rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """(R, d) composite vectors -> (R, d): for row r, the instance in slot ``slots[r]`` of that composite."""
+        if self.standardize:
+            rows = (rows - self.output_mean) / self.output_std  # (R, d)
+        restored = self._demux_slots(rows, slots)  # (R, d)
+        return restored * self.output_std + self.output_mean if self.standardize else restored
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.combine(self.instances(hidden))  # (G, T, d)
+
+    def _instances(self, hidden: torch.Tensor) -> torch.Tensor:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+    def _combine(self, instances: torch.Tensor) -> torch.Tensor:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+    def _demux(self, composite: torch.Tensor, keep: int | None) -> torch.Tensor:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+    def _demux_slots(self, rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
 
 
 class ReversibleCoupling(nn.Module):
@@ -86,16 +135,18 @@ class ReversibleCoupling(nn.Module):
 class _ReversibleMultiplexer(Multiplexer):
     """The multiplexer shared by ``revmux`` and ``ora``: down-projection P (d -> d/N), then the coupling chain."""
 
-    def __init__(self, hidden_size: int, compose_size: int, coupling_hidden: int, dropout: float):
+    def __init__(self, hidden_size: int, compose_size: int, coupling_hidden: int, dropout: float,
+                 standardize: bool = False):
         super().__init__()
         self.hidden_size, self.compose_size = hidden_size, compose_size
+        self._init_statistics(standardize)
         self.down = nn.Linear(hidden_size, hidden_size // compose_size)
         self.coupling = ReversibleCoupling(compose_size, hidden_size // compose_size, coupling_hidden, dropout)
 
-    def instances(self, hidden: torch.Tensor) -> torch.Tensor:
+    def _instances(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.down(hidden)  # (G*N, T, d/N)
 
-    def combine(self, instances: torch.Tensor) -> torch.Tensor:
+    def _combine(self, instances: torch.Tensor) -> torch.Tensor:
         x = instances.view(-1, self.compose_size, *instances.shape[1:])  # (G, N, T, d/N)
         return self.coupling(x)  # (G, T, d)
 
@@ -104,19 +155,20 @@ class ReversibleMux(_ReversibleMultiplexer):
     """``revmux``: the reversible multiplexer, and a demultiplexer that reuses its own coupling functions (reverse
     direction) before a shared up-projection U (d/N -> d)."""
 
-    def __init__(self, hidden_size: int, compose_size: int, coupling_hidden: int, demux_hidden: int, dropout: float):
-        super().__init__(hidden_size, compose_size, coupling_hidden, dropout)
+    def __init__(self, hidden_size: int, compose_size: int, coupling_hidden: int, demux_hidden: int, dropout: float,
+                 standardize: bool = False):
+        super().__init__(hidden_size, compose_size, coupling_hidden, dropout, standardize)
         self.up = nn.Sequential(
             *_mlp([hidden_size // compose_size, demux_hidden, demux_hidden, hidden_size], dropout, False),
             nn.Dropout(dropout),
         )
 
-    def demux(self, composite: torch.Tensor, keep: int | None = None) -> torch.Tensor:
+    def _demux(self, composite: torch.Tensor, keep: int | None = None) -> torch.Tensor:
         x = self.coupling.inverse(composite)  # (G, N, T, d/N)
         x = x.flatten(0, 1)[:keep]  # (B, T, d/N)
         return self.up(x)  # (B, T, d)
 
-    def demux_slots(self, rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    def _demux_slots(self, rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         x = self.coupling.inverse(rows[:, None])  # (R, N, 1, d/N)
         x = x[torch.arange(len(rows), device=rows.device), slots]  # (R, 1, d/N)
         return self.up(x)[:, 0]  # (R, d)
@@ -144,40 +196,43 @@ class MlpDemux(nn.Module):
 class OnlyMuxReversible(_ReversibleMultiplexer):
     """``ora``: the reversible multiplexer of ``revmux``, but an MLP demultiplexer on the composite."""
 
-    def __init__(self, hidden_size: int, compose_size: int, coupling_hidden: int, demux_hidden: int, dropout: float):
-        super().__init__(hidden_size, compose_size, coupling_hidden, dropout)
+    def __init__(self, hidden_size: int, compose_size: int, coupling_hidden: int, demux_hidden: int, dropout: float,
+                 standardize: bool = False):
+        super().__init__(hidden_size, compose_size, coupling_hidden, dropout, standardize)
         self.demux_mlp = MlpDemux(hidden_size, compose_size, demux_hidden, dropout)
 
-    def demux(self, composite: torch.Tensor, keep: int | None = None) -> torch.Tensor:
+    def _demux(self, composite: torch.Tensor, keep: int | None = None) -> torch.Tensor:
         return self.demux_mlp(composite, keep)  # (B, T, d)
 
-    def demux_slots(self, rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    def _demux_slots(self, rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         return self.demux_mlp.slots(rows, slots)  # (R, d)
 
 
 class VanillaAdapterMux(Multiplexer):
     """``adapter``: shared Linear(d -> d) per instance, concatenation, MLP N*d -> h -> d; MLP demultiplexer."""
 
-    def __init__(self, hidden_size: int, compose_size: int, coupling_hidden: int, demux_hidden: int, dropout: float):
+    def __init__(self, hidden_size: int, compose_size: int, coupling_hidden: int, demux_hidden: int, dropout: float,
+                 standardize: bool = False):
         super().__init__()
         self.hidden_size, self.compose_size = hidden_size, compose_size
+        self._init_statistics(standardize)
         self.inp = nn.Linear(hidden_size, hidden_size)
         self.mix = _mlp([compose_size * hidden_size, demux_hidden, hidden_size], dropout, final_activation=True)
         self.demux_mlp = MlpDemux(hidden_size, compose_size, demux_hidden, dropout)
 
-    def instances(self, hidden: torch.Tensor) -> torch.Tensor:
+    def _instances(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.inp(hidden)  # (G*N, T, d)
 
-    def combine(self, instances: torch.Tensor) -> torch.Tensor:
+    def _combine(self, instances: torch.Tensor) -> torch.Tensor:
         n, z = self.compose_size, instances  # (G*N, T, d)
         g, t, d = z.shape[0] // n, z.shape[1], z.shape[2]
         z = z.view(g, n, t, d).transpose(1, 2).reshape(g, t, n * d)  # (G, T, N*d)
         return self.mix(z)  # (G, T, d)
 
-    def demux(self, composite: torch.Tensor, keep: int | None = None) -> torch.Tensor:
+    def _demux(self, composite: torch.Tensor, keep: int | None = None) -> torch.Tensor:
         return self.demux_mlp(composite, keep)  # (B, T, d)
 
-    def demux_slots(self, rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    def _demux_slots(self, rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         return self.demux_mlp.slots(rows, slots)  # (R, d)
 
 
@@ -212,7 +267,7 @@ def check_divisible(hidden_size: int, compose_size: int) -> None:
 
 
 def build_multiplexer(mux_type: str, hidden_size: int, compose_size: int, coupling_hidden: int | None = None,
-                      demux_hidden: int | None = None, dropout: float = 0.1) -> Multiplexer:
+                      demux_hidden: int | None = None, dropout: float = 0.1, standardize: bool = False) -> Multiplexer:
     """Build the multiplexer of ``mux_type`` with the paper's default widths (coupling d, demux 3d).
 
     Raises:
@@ -222,5 +277,5 @@ def build_multiplexer(mux_type: str, hidden_size: int, compose_size: int, coupli
         raise ValueError(f"Unknown mux_type {mux_type!r}; choose one of {', '.join(MULTIPLEXERS)}.")
     check_divisible(hidden_size, compose_size)
     return MULTIPLEXERS[mux_type](
-        hidden_size, compose_size, coupling_hidden or hidden_size, demux_hidden or 3 * hidden_size, dropout
+        hidden_size, compose_size, coupling_hidden or hidden_size, demux_hidden or 3 * hidden_size, dropout, standardize
     )

@@ -57,7 +57,7 @@ class Replay:
     """
 
     spec: AdapterSpec
-    states: torch.Tensor  # (B, T, d)
+    states: Optional[torch.Tensor]  # (B, T, d); None: compute them (``RevMuxModel.unmultiplexed()``)
     multiplex: bool = True
     into: Optional[Recording] = None  # where the teacher's last hidden state goes
 

@@ -1,0 +1,226 @@
+"""Cached-prefix training: the frozen backbone's work on each training example, computed once.
+
+With the backbone frozen, the layer-K states of an instance (what enters the multiplexer) and the teacher's last
+hidden state at the head's read position (what InfoNCE compares) never change. ``PrefixCache.build`` runs the
+un-multiplexed backbone once over the training examples and stores both; each training step then runs only
+mux -> layers [K, L) on composites -> demux -> head (``RevMuxModel.replaying``).
+
+Exactness: every example is cached right-padded to the cache length T_c (the longest example). A right-padded
+position's state depends only on the example and the position (attention masks hide padded keys), so the first T
+positions of the cached states equal what layers [0, K) compute for the example in any batch padded to T <= T_c.
+
+The cache is keyed by the model's weights and config, the tokenized examples (data, tokenizer, prompt, max length),
+K and the storage dtype; it lives under ``<cache_dir>/prefix/<key>/`` and is reused across runs and mux types.
+States are memory-mapped from disk when they exceed the memory budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from revmux.train.data import Example
+from revmux.train.heads import ClassificationHead, revmux_tuner, unwrap
+
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+FORMAT_VERSION = 1
+ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # padded to the cache length; pad value 0 but ids
+
+
+def model_fingerprint(model) -> str:
+    """A hash of the model's class, config and weights (a strided sample of every tensor)."""
+    hf = unwrap(model)
+    h = hashlib.sha256(type(hf).__name__.encode())
+    h.update(hf.config.to_json_string(use_diff=False).encode())
+    for name, p in hf.named_parameters():
+        if "revmux_" in name:
+            continue
+        flat = p.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 64)][:64].float().cpu()
+        h.update(name.encode())
+        h.update(str(tuple(p.shape)).encode())
+        h.update(sample.numpy().tobytes())
+    return h.hexdigest()
+
+
+def tokens_fingerprint(token_ids: Sequence[Sequence[int]]) -> str:
+    h = hashlib.sha256()
+    for ids in token_ids:
+        h.update(len(ids).to_bytes(4, "little"))
+        h.update(b"".join(int(i).to_bytes(4, "little", signed=True) for i in ids))
+    return h.hexdigest()
+
+
+def pad_to(batch: dict, length: int, pad_token_id: int) -> dict:
+    """Right-pad the encoder-side inputs of a collated batch to ``length`` positions (as a longer batch would be)."""
+    out = dict(batch)
+    for name in ENCODER_INPUTS:
+        if name in out and out[name].shape[1] < length:
+            x = out[name]
+            fill = pad_token_id if name == "input_ids" else 0
+            out[name] = torch.cat([x, x.new_full((x.shape[0], length - x.shape[1]), fill)], dim=1)  # (B, length)
+    return out
+
+
+@dataclass
+class PrefixCache:
+    """Layer-K states and teacher readouts of a list of examples, row i for example i."""
+
+    states: torch.Tensor  # (n, T_c, d), storage dtype; in memory or memory-mapped
+    teacher: torch.Tensor  # (n, d) float32: the teacher's last hidden state at the head's read position
+    path: Path
+    memory_mapped: bool
+
+    @property
+    def length(self) -> int:
+        return self.states.shape[1]
+
+    @property
+    def size_mb(self) -> float:
+        return (self.states.numel() * self.states.element_size() + self.teacher.numel() * 4) / 2**20
+
+    def take(self, indices: Sequence[int], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """((B, length, d) float32 layer-K states, (B, d) teacher readouts) of the examples ``indices``."""
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        return self.states[index, :length].float(), self.teacher[index]
+
+    @classmethod
+    def key(cls, model, token_ids: Sequence[Sequence[int]], storage: str) -> str:
+        tuner = revmux_tuner(model)
+        config = next(iter(tuner.peft_config.values()))
+        parts = {"version": FORMAT_VERSION, "model": model_fingerprint(model), "data": tokens_fingerprint(token_ids),
+                 "combine_first": config.combine_first, "stacks": list(config.target_modules), "storage": storage}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+    @classmethod
+    def build(cls, model, head: ClassificationHead, examples: Sequence[Example], cache_dir: str | os.PathLike,
+              storage: str = "float32", memory_budget_mb: float = 4096, batch_size: int = 64,
+              progress: bool = True) -> "PrefixCache":
+        """Load the cache of ``examples`` for this model and K, computing it first if it is not on disk.
+
+        Args:
+            model: a RevMUX PeftModel (its active adapter gives K); the backbone runs un-multiplexed, in eval mode.
+            head: the family's head (tokenization, prompt, read positions).
+            storage: "float32", "float16" or "bfloat16" for the states.
+            memory_budget_mb: states larger than this stay memory-mapped on disk.
+
+        Raises:
+            ValueError: for an unknown storage dtype or a model without a RevMUX adapter.
+        """
+        if storage not in STORAGE_DTYPES:
+            raise ValueError(f"Unknown cache storage dtype {storage!r}; choose one of {', '.join(STORAGE_DTYPES)}.")
+        tuner = revmux_tuner(model)
+        if tuner is None:
+            raise ValueError("PrefixCache.build needs a RevMUX PeftModel (get_revmux_model(teacher, config)).")
+        token_ids = head.encode_lengths(examples)
+        folder = Path(cache_dir) / "prefix" / cls.key(model, token_ids, storage)
+        meta_path = folder / "meta.json"
+        if not meta_path.is_file():
+            cls._compute(model, head, examples, token_ids, folder, storage, batch_size, progress)
+        meta = json.loads(meta_path.read_text())
+        n, length, d = meta["shape"]
+        dtype = STORAGE_DTYPES[meta["storage"]]
+        states = torch.from_file(str(folder / "states.bin"), shared=False, size=n * length * d, dtype=dtype)
+        states = states.view(n, length, d)  # (n, T_c, d)
+        size_mb = n * length * d * states.element_size() / 2**20
+        mapped = size_mb > memory_budget_mb
+        if not mapped:
+            states = states.clone()  # read into memory once
+        teacher = torch.load(folder / "teacher.pt")
+        return cls(states, teacher, folder, mapped)
+
+    @staticmethod
+    def _compute(model, head, examples, token_ids, folder: Path, storage: str, batch_size: int,
+                 progress: bool) -> None:
+        tuner = revmux_tuner(model)
+        hf = unwrap(model)
+        pad = head.tokenizer.pad_token_id or 0
+        length = max(len(ids) for ids in token_ids)
+        d = hf.config.get_text_config().hidden_size
+        n = len(examples)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f"states.bin.tmp{os.getpid()}"
+        dtype = STORAGE_DTYPES[storage]
+        states = torch.from_file(str(tmp), shared=True, size=n * length * d, dtype=dtype).view(n, length, d)
+        teacher = torch.empty(n, d)
+        order = sorted(range(n), key=lambda i: -len(token_ids[i]))  # similar lengths together: fewer pad tokens
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        started = time.perf_counter()
+        bar = tqdm(total=n, desc=f"caching layer-K states ({n * length * d * states.element_size() / 2**20:.0f} MB)",
+                   disable=not progress, unit="ex")
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                index = order[start:start + batch_size]
+                batch = pad_to(head.collate([examples[i] for i in index]), length, pad)
+                batch = {k: v.to(device) for k, v in batch.items()}
+                with tuner.unmultiplexed() as recording:
+                    head.logits(model, batch)
+                rows = torch.arange(len(index))
+                positions = head.positions(batch).cpu()
+                states[torch.tensor(index)] = recording.layer_k_states.detach().cpu().to(dtype)
+                teacher[torch.tensor(index)] = recording.teacher_hidden.detach().cpu().float()[rows, positions]
+                bar.update(len(index))
+        bar.close()
+        model.train(was_training)
+        del states
+        torch.save(teacher, folder / "teacher.pt")
+        os.replace(tmp, folder / "states.bin")
+        meta = {"shape": [n, length, d], "storage": storage, "seconds": time.perf_counter() - started,
+                "version": FORMAT_VERSION}
+        (folder / "meta.json.tmp").write_text(json.dumps(meta))
+        os.replace(folder / "meta.json.tmp", folder / "meta.json")  # written last: the cache is complete
+
+
+class CachedExamples(torch.utils.data.Dataset):
+    """Training examples with their cached prefix; items carry ``input_ids`` so the Trainer can bucket by length."""
+
+    def __init__(self, examples: Sequence[Example], cache: PrefixCache, head: ClassificationHead):
+        self.examples, self.cache, self.head = list(examples), cache, head
+        self.token_ids = head.encode_lengths(self.examples)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"index": i, "input_ids": self.token_ids[i]}
+
+    def collate(self, items: Sequence[dict]) -> dict:
+        """The head's batch plus ``layer_k_states`` (B, T, d) and ``teacher_readout`` (B, d) from the cache."""
+        index = [item["index"] for item in items]
+        batch = self.head.collate([self.examples[i] for i in index])
+        batch["layer_k_states"], batch["teacher_readout"] = self.cache.take(index, batch["input_ids"].shape[1])
+        return batch
+
+
+@torch.no_grad()
+def feature_statistics(model, head: ClassificationHead, examples: Sequence[Example], max_examples: int = 512,
+                       batch_size: int = 32) -> tuple[torch.Tensor, ...]:
+    """Per-feature (d,) mean and std of the layer-K states (real tokens) and of the teacher's states at the head's
+    read positions, over the first ``max_examples`` examples: what ``RevMuxModel.calibrate`` takes."""
+    tuner = revmux_tuner(model)
+    device = next(model.parameters()).device
+    inputs, outputs = [], []
+    was_training = model.training
+    model.eval()
+    sample = list(examples)[:max_examples]
+    for start in range(0, len(sample), batch_size):
+        batch = {k: v.to(device) for k, v in head.collate(sample[start:start + batch_size]).items()}
+        with tuner.unmultiplexed() as recording:
+            head.logits(model, batch)
+        real = batch["attention_mask"].bool()  # (B, T)
+        inputs.append(recording.layer_k_states[real].float().cpu())  # (real tokens, d)
+        rows = torch.arange(len(real), device=real.device)
+        outputs.append(recording.teacher_hidden[rows, head.positions(batch).to(real.device)].float().cpu())  # (B, d)
+    model.train(was_training)
+    x, y = torch.cat(inputs), torch.cat(outputs)
+    return x.mean(0), x.std(0).clamp_min(1e-5), y.mean(0), y.std(0).clamp_min(1e-5)
