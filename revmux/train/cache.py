@@ -5,9 +5,10 @@ hidden state at the head's read position (what InfoNCE compares) never change. `
 un-multiplexed backbone once over the training examples and stores both; each training step then runs only
 mux -> layers [K, L) on composites -> demux -> head (``RevMuxModel.replaying``).
 
-Exactness: every example is cached right-padded to the cache length T_c (the longest example). A right-padded
-position's state depends only on the example and the position (attention masks hide padded keys), so the first T
-positions of the cached states equal what layers [0, K) compute for the example in any batch padded to T <= T_c.
+Exactness: padded positions enter the multiplexer as zeros (``RevMuxLayer._without_padding``), so an example's
+layer-K states do not depend on how far its batch is padded: the cache stores each example's real positions (zeros
+after them, up to the longest example) and any batch reads exactly what recomputing would give. The caching pass
+batches examples of similar length.
 
 The cache is keyed by the model's weights and config, the tokenized examples (data, tokenizer, prompt, max length),
 K and the storage dtype; it lives under ``<cache_dir>/prefix/<key>/`` and is reused across runs and mux types.
@@ -31,8 +32,7 @@ from revmux.train.data import Example
 from revmux.train.heads import ClassificationHead, revmux_tuner, unwrap
 
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-FORMAT_VERSION = 1
-ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # padded to the cache length; pad value 0 but ids
+FORMAT_VERSION = 2  # 2: padded positions stored as zeros
 
 
 def model_fingerprint(model) -> str:
@@ -57,17 +57,6 @@ def tokens_fingerprint(token_ids: Sequence[Sequence[int]]) -> str:
         h.update(len(ids).to_bytes(4, "little"))
         h.update(b"".join(int(i).to_bytes(4, "little", signed=True) for i in ids))
     return h.hexdigest()
-
-
-def pad_to(batch: dict, length: int, pad_token_id: int) -> dict:
-    """Right-pad the encoder-side inputs of a collated batch to ``length`` positions (as a longer batch would be)."""
-    out = dict(batch)
-    for name in ENCODER_INPUTS:
-        if name in out and out[name].shape[1] < length:
-            x = out[name]
-            fill = pad_token_id if name == "input_ids" else 0
-            out[name] = torch.cat([x, x.new_full((x.shape[0], length - x.shape[1]), fill)], dim=1)  # (B, length)
-    return out
 
 
 @dataclass
@@ -142,7 +131,6 @@ class PrefixCache:
                  progress: bool) -> None:
         tuner = revmux_tuner(model)
         hf = unwrap(model)
-        pad = head.tokenizer.pad_token_id or 0
         length = max(len(ids) for ids in token_ids)
         d = hf.config.get_text_config().hidden_size
         n = len(examples)
@@ -161,13 +149,14 @@ class PrefixCache:
         with torch.no_grad():
             for start in range(0, n, batch_size):
                 index = order[start:start + batch_size]
-                batch = pad_to(head.collate([examples[i] for i in index]), length, pad)
-                batch = {k: v.to(device) for k, v in batch.items()}
+                batch = {k: v.to(device) for k, v in head.collate([examples[i] for i in index]).items()}
                 with tuner.unmultiplexed() as recording:
                     head.logits(model, batch)
                 rows = torch.arange(len(index))
                 positions = head.positions(batch).cpu()
-                states[torch.tensor(index)] = recording.layer_k_states.detach().cpu().to(dtype)
+                real = batch["attention_mask"].cpu()[..., None]  # (b, T, 1); what the multiplexer sees: zero padding
+                t = real.shape[1]
+                states[torch.tensor(index), :t] = (recording.layer_k_states.detach().cpu() * real).to(dtype)
                 teacher[torch.tensor(index)] = recording.teacher_hidden.detach().cpu().float()[rows, positions]
                 bar.update(len(index))
         bar.close()

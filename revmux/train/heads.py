@@ -13,6 +13,7 @@ Works on a plain transformers model (N = 1 teacher) and on a RevMUX PeftModel al
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -20,6 +21,9 @@ import torch.nn.functional as F
 
 from revmux.tuner.architectures import read_positions, sequence_classifier_reads
 from revmux.train.data import Example, TaskSpec
+
+
+_TOKENIZER_LOCK = threading.RLock()
 
 
 def unwrap(model):
@@ -39,6 +43,7 @@ class ClassificationHead:
     """Tokenizes examples for a family and reads class logits from the model's own head."""
 
     family: str
+    truncation_side = "right"
 
     def __init__(self, tokenizer, task: TaskSpec, max_length: int = 128):
         self.tokenizer, self.task, self.max_length = tokenizer, task, max_length
@@ -59,7 +64,8 @@ class ClassificationHead:
     def encode_lengths(self, examples: Sequence[Example]) -> list[list[int]]:
         """Token ids per example without padding (for length-aware batching)."""
         texts, pairs = self.inputs(examples)
-        return self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)["input_ids"]
+        with self._tokenizer_settings():
+            return self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)["input_ids"]
 
     def logits(self, model, batch: dict) -> torch.Tensor:
         """(B, C) class logits."""
@@ -70,9 +76,24 @@ class ClassificationHead:
         raise NotImplementedError
 
     def _tokenize(self, texts, pairs=None) -> dict:
-        self.tokenizer.padding_side = "right"  # RevMUX shares positions within a group
-        return self.tokenizer(texts, pairs, padding=True, truncation=True, max_length=self.max_length,
-                              return_tensors="pt")
+        with self._tokenizer_settings():  # right padding: RevMUX shares positions within a group
+            return self.tokenizer(texts, pairs, padding=True, truncation=True, max_length=self.max_length,
+                                  padding_side="right", return_tensors="pt")
+
+    @contextlib.contextmanager
+    def _tokenizer_settings(self):
+        """Tokenize with this head's truncation side, one call at a time, leaving the caller's tokenizer as it was.
+
+        A fast tokenizer keeps its padding and truncation settings in shared state that every call rewrites, so
+        concurrent calls (a MuxClassifier used from several threads) would tokenize with each other's settings.
+        """
+        with _TOKENIZER_LOCK:
+            previous = self.tokenizer.truncation_side
+            self.tokenizer.truncation_side = self.truncation_side
+            try:
+                yield
+            finally:
+                self.tokenizer.truncation_side = previous
 
 
 class SequenceClassifierHead(ClassificationHead):
@@ -102,6 +123,7 @@ class LabelWordHead(ClassificationHead):
     """Decoder LMs: an instruction prompt; the LM head scores the label words at each instance's last real token."""
 
     family = "decoder"
+    truncation_side = "left"  # keep the question and answer cue at the end
 
     def __init__(self, tokenizer, task, max_length: int = 128, chat_template: bool = False):
         super().__init__(tokenizer, task, max_length)
@@ -124,7 +146,6 @@ class LabelWordHead(ClassificationHead):
         return f"{self.task.instruction}\n{body}\n{answer}\nAnswer:"
 
     def inputs(self, examples):
-        self.tokenizer.truncation_side = "left"  # keep the question and answer cue at the end
         return [self.prompt(e) for e in examples], None
 
     def encode(self, examples):

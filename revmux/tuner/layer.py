@@ -109,6 +109,7 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
         if role.kind == "mux":
             if replay is not None:
                 hidden = self._replayed_states(replay, hidden)  # (B, T, d)
+            hidden = self._without_padding(context, hidden)  # (B, T, d)
             if context.recording is not None:
                 context.recording.layer_k_states = hidden
             context.batch_size = hidden.shape[0]
@@ -151,6 +152,15 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
         if reduced is not value:
             context.reduced[name] = (value, reduced)
         return reduced
+
+    @staticmethod
+    def _without_padding(context: ForwardContext, hidden: torch.Tensor) -> torch.Tensor:
+        """Padded positions enter the multiplexer as zeros, so an instance's padding never reaches its partners'
+        composites (and what the multiplexer sees does not depend on how far the batch is padded)."""
+        mask = context.attention_mask
+        if mask is None or mask.shape != hidden.shape[:2]:
+            return hidden
+        return hidden * mask.to(hidden.device, hidden.dtype)[..., None]  # (B, T, d)
 
     @staticmethod
     def _replayed_states(replay: Replay, hidden: torch.Tensor) -> torch.Tensor:

@@ -278,7 +278,9 @@ class RevMuxModel(BaseTuner):
     def _open_encoder_forward(self, module: nn.Module, args: tuple, kwargs: dict):
         spec = self._active_spec()
         if spec is not None:
-            open_forward(spec, module)
+            mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+            open_forward(spec, module, attention_mask=mask if isinstance(mask, torch.Tensor) and mask.dim() == 2
+                         else None)
 
     def _open_decoder_forward(self, module: nn.Module, args: tuple, kwargs: dict):
         """Decoder pre-hook (encoder-decoder models): the decoder runs once per group on the G composites.
