@@ -56,6 +56,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recompute_prefix", action="store_true",
                    help="run layers [0, K) and the teacher at every step instead of caching them once (slower; lets "
                         "backbone dropout act on the prefix)")
+    p.add_argument("--no_length_buckets", dest="length_buckets", action="store_false", default=argparse.SUPPRESS,
+                   help="cached path: random batches instead of batches of similar lengths (the default)")
     p.add_argument("--cache_dtype", default=d["cache_dtype"], choices=("float32", "float16", "bfloat16"),
                    help="storage dtype of the cached layer-K states")
     p.add_argument("--cache_memory_mb", type=float, default=d["cache_memory_mb"],
@@ -66,7 +68,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--coupling_hidden_size", type=int, default=None, help="inner width of F_n (default: d)")
     p.add_argument("--demux_hidden_size", type=int, default=None, help="inner width of U (default: 3d)")
     p.add_argument("--resume", action="store_true", help="resume the adapter training from save_dir/checkpoints")
-    p.add_argument("--no_checkpoints", dest="save_checkpoints", action="store_false")
+    p.add_argument("--no_checkpoints", dest="save_checkpoints", action="store_false", default=argparse.SUPPRESS,
+                   help="save no checkpoint per epoch (they are saved by default)")
 
 
 def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
@@ -76,7 +79,7 @@ def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data_dir", required=True)
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--pairings", type=int, default=10)
-    p.add_argument("--max_length", type=int, default=128)
+    p.add_argument("--max_length", type=int, default=_DEFAULTS["max_length"], help="as in training")
     p.add_argument("--max_eval_examples", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None, help="write the metrics as JSON here")

@@ -60,6 +60,7 @@ class RunConfig:
     recompute_prefix: bool = False  # run layers [0, K) and the teacher every step (lets backbone dropout act)
     cache_dtype: str = "float32"  # storage of the cached layer-K states: float32, float16, bfloat16
     cache_memory_mb: float = 4096  # larger caches stay memory-mapped on disk
+    length_buckets: bool = True  # cached path: batches of similar lengths (transformers' group_by_length sampler)
     standardize: bool = False  # RevMuxConfig.standardize: for decoder LLMs (massive activations)
     coupling_hidden_size: int | None = None  # RevMuxConfig widths; None: the paper's (d, 3d)
     demux_hidden_size: int | None = None
@@ -138,10 +139,15 @@ def prepare_splits(config: RunConfig) -> dict[str, list[Example]]:
 # ---- training -------------------------------------------------------------------------------------------------
 def _training_args(config: RunConfig, output_dir: Path, lr: float, epochs: float, validate: bool = False,
                    by_length: bool = False) -> tf.TrainingArguments:
+    """With validation, the learning rate is halved after every epoch that does not improve validation accuracy
+    (early stopping ends training after ``patience`` such epochs); without, it decays linearly after a 6 % warm-up."""
+    schedule = dict(lr_scheduler_type="reduce_lr_on_plateau", metric_for_best_model="accuracy",
+                    greater_is_better=True, lr_scheduler_kwargs={"mode": "max", "factor": 0.5, "patience": 0}) \
+        if validate else dict(lr_scheduler_type="linear", warmup_steps=0.06)
     return tf.TrainingArguments(
         output_dir=str(output_dir), per_device_train_batch_size=config.batch_size, num_train_epochs=epochs,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=lr, weight_decay=0.01, warmup_steps=0.06, lr_scheduler_type="linear", logging_steps=10,
+        learning_rate=lr, weight_decay=0.01, logging_steps=10, **schedule,
         save_strategy="epoch" if config.save_checkpoints else "no", save_total_limit=2, report_to="none",
         eval_strategy="epoch" if validate else "no",
         train_sampling_strategy="group_by_length" if by_length else "random",
@@ -193,7 +199,7 @@ def train_adapter(config: RunConfig, teacher, head, train: list[Example], output
         val_data = CachedExamples(validation, caches[1], head) if validation else None
         collate = train_data.collate
     args = _training_args(config, output_dir, config.adapter_lr, config.n_epochs, validate=val_data is not None,
-                          by_length=not config.recompute_prefix)
+                          by_length=config.length_buckets and not config.recompute_prefix)
     trainer = RevMuxTrainer(model=model, args=args, train_dataset=train_data, head=head, data_collator=collate,
                             info_nce_weight=config.info_nce_weight, orthogonality_weight=config.orthogonality_weight,
                             validation=val_data, patience=config.patience,
@@ -252,10 +258,13 @@ def run_training(config: RunConfig, report: bool = True) -> dict:
     metrics = evaluate_run(config, muxed, head, task, splits)
     metrics.update(config=asdict(config), family=family, teacher_seconds=teacher_seconds,
                    adapter_seconds=train_seconds, combine_first=muxed.peft_config["default"].combine_first,
-                   training=facts)
+                   training=facts, adapter_log=trainer.state.log_history, teacher_log=teacher_log)
     if main_process:
         (save_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        plot_curves(trainer.state.log_history, teacher_log, save_dir / "training_curve.png")
+        plot_curves(trainer.state.log_history, teacher_log, save_dir / "training_curve.png",
+                    validation=facts.get("validation_history"),
+                    title=f"{config.model_name} on {config.task_name}: {config.model_type}, N={config.compose_size}, "
+                          f"K={metrics['combine_first']}")
         if report:
             print_table(metrics)
     return metrics
@@ -291,8 +300,10 @@ def print_table(metrics: dict) -> None:
             print("  ".join("-" * w for w in width))
 
 
-def plot_curves(log_history: list[dict], teacher_log: list[dict], path: Path) -> None:
-    """Training-loss curves (adapter, and the teacher when trained) as a PNG; skipped without matplotlib."""
+def plot_curves(log_history: list[dict], teacher_log: list[dict], path: Path,
+                validation: list[dict] | None = None, title: str = "") -> None:
+    """Training curves as a PNG, one panel each: teacher fine-tuning loss (when trained), the adapter's loss terms,
+    and the validation accuracy per epoch; skipped without matplotlib."""
     try:
         import matplotlib
 
@@ -301,20 +312,31 @@ def plot_curves(log_history: list[dict], teacher_log: list[dict], path: Path) ->
     except ImportError:
         print("[revmux] matplotlib is not installed: no training_curve.png (pip install 'revmux[plot]')")
         return
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, history in (("adapter", log_history), ("teacher", teacher_log)):
-        points = [(h["step"], h["loss"]) for h in history if "loss" in h]
-        if points:
-            ax.plot(*zip(*points), label=f"{name} loss")
-    for key in ("loss_ce", "loss_info_nce", "loss_orthogonality"):
-        points = [(h["step"], h[key]) for h in log_history if key in h]
-        if points:
-            ax.plot(*zip(*points), label=key.removeprefix("loss_"), linestyle="--")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend()
+    panels = [p for p in ("teacher", "adapter", "validation") if
+              (p != "teacher" or any("loss" in h for h in teacher_log)) and (p != "validation" or validation)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        if panel == "teacher":
+            points = [(h["step"], h["loss"]) for h in teacher_log if "loss" in h]
+            ax.plot(*zip(*points), marker=".", label="cross-entropy")
+            ax.set(title="teacher fine-tuning (N=1)", xlabel="step", ylabel="loss")
+        elif panel == "adapter":
+            for key, label in (("loss", "total"), ("loss_ce", "CE"), ("loss_info_nce", "InfoNCE"),
+                               ("loss_orthogonality", "orthogonality")):
+                points = [(h["step"], h[key]) for h in log_history if key in h]
+                if points:
+                    ax.plot(*zip(*points), marker=".", label=label)
+            ax.set(title="adapter training", xlabel="step", ylabel="loss")
+        else:
+            ax.plot([h["epoch"] for h in validation], [100 * h["accuracy"] for h in validation], marker="o")
+            ax.set(title="validation accuracy (1 pairing)", xlabel="epoch", ylabel="accuracy (%)")
+        ax.grid(alpha=0.3)
+        if panel != "validation":
+            ax.legend()
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 

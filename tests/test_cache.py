@@ -92,3 +92,16 @@ def test_bad_storage_dtype_is_named(tmp_path):
     head = head_for(model, tokenizer, TASKS["sst-2"])
     with pytest.raises(ValueError, match="storage dtype 'int8'"):
         PrefixCache.build(model, head, EXAMPLES, tmp_path, storage="int8")
+
+
+def test_a_saved_and_reloaded_teacher_keeps_its_cache(tmp_path):
+    import transformers as tf
+
+    model, tokenizer = _muxed("tiny-bert")
+    head = head_for(model, tokenizer, TASKS["sst-2"], max_length=16)
+    first = PrefixCache.build(model, head, EXAMPLES, tmp_path / "cache", progress=False)
+    model.unload().save_pretrained(tmp_path / "teacher")
+    reloaded = tf.AutoModelForSequenceClassification.from_pretrained(tmp_path / "teacher")
+    again = revmux.get_revmux_model(reloaded.requires_grad_(False),
+                                    revmux.RevMuxConfig(compose_size=2, combine_first=2)).eval()
+    assert PrefixCache.build(again, head, EXAMPLES, tmp_path / "cache", progress=False).path == first.path

@@ -147,3 +147,28 @@ def test_delete_adapter_forgets_its_state():
     model.delete_adapter("default")
     assert set(model.base_model._specs) == {"second"} and set(model.base_model._plans) == {"second"}
     assert logits(model, make_batch("bert-seqcls")).shape[0] == 5
+
+
+def test_second_adapter_may_share_the_first_adapters_config_object():
+    config = revmux_config("bert-seqcls")
+    model = revmux.get_revmux_model(make_model("bert-seqcls"), config).eval()
+    model.add_adapter("second", config)  # LoRA accepts this; plans were looked up by config identity
+    batch = make_batch("bert-seqcls")
+    first = logits(model, batch)
+    model.set_adapter("second")
+    second = logits(model, batch)
+    assert set(model.base_model._specs) == {"default", "second"}
+    assert model.base_model._specs["second"].multiplexer is not model.base_model._specs["default"].multiplexer
+    assert not torch.equal(first, second)
+
+
+@pytest.mark.parametrize("kind", ["tiny-llama", "tiny-t5"])
+def test_label_words_sharing_their_first_token_are_rejected(kind):
+    from revmux.tiny import tiny_model, tiny_tokenizer
+    from revmux.train.data import TaskSpec
+    from revmux.train.heads import head_for
+
+    tokenizer = tiny_tokenizer()
+    task = TaskSpec("same", ("0", "1"), ("good", "good"), False, "Is it good?")
+    with pytest.raises(ValueError, match="share their first token"):
+        head_for(tiny_model(kind, len(tokenizer)), tokenizer, task)

@@ -36,10 +36,15 @@ FORMAT_VERSION = 2  # 2: padded positions stored as zeros
 
 
 def model_fingerprint(model) -> str:
-    """A hash of the model's class, config and weights (a strided sample of every tensor)."""
+    """A hash of the model's class, attention implementation and weights (names, shapes and a strided sample of every
+    tensor). The config's bookkeeping (its path, versions) is left out, so a teacher saved and loaded again keeps its
+    cache."""
     hf = unwrap(model)
     h = hashlib.sha256(type(hf).__name__.encode())
-    h.update(hf.config.to_json_string(use_diff=False).encode())
+    config = hf.config.get_text_config()
+    for key in ("_attn_implementation", "hidden_act", "layer_norm_eps", "rms_norm_eps", "rope_theta", "rope_scaling",
+                "position_embedding_type"):  # what changes a forward besides the weights
+        h.update(f"{key}={getattr(config, key, None)}".encode())
     for name, p in hf.named_parameters():
         if "revmux_" in name:
             continue

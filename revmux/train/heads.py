@@ -198,6 +198,9 @@ class Seq2SeqLabelWordHead(ClassificationHead):
         self.start = decoder_start_token_id
         self.label_ids = torch.tensor([tokenizer(w, add_special_tokens=False)["input_ids"][0]
                                        for w in task.label_words])
+        if len(set(self.label_ids.tolist())) != len(task.label_words):
+            raise ValueError(f"The label words {task.label_words} share their first token in this tokenizer; "
+                             "choose label words that start differently.")
 
     def inputs(self, examples):
         texts = [e.text if e.text_pair is None else f"{e.text} {self.tokenizer.sep_token or '|'} {e.text_pair}"

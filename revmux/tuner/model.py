@@ -71,7 +71,17 @@ class RevMuxModel(BaseTuner):
         return entries
 
     # ---- injection -------------------------------------------------------------------------------------------
+    def inject_adapter(self, model: nn.Module, adapter_name: str, *args, **kwargs) -> None:
+        self._injecting = adapter_name  # PEFT's hooks below receive the config, not the name
+        try:
+            super().inject_adapter(model, adapter_name, *args, **kwargs)
+        finally:
+            self._injecting = None
+
     def _adapter_name_of(self, peft_config: RevMuxConfig) -> str:
+        injecting = getattr(self, "_injecting", None)
+        if injecting is not None:
+            return injecting
         return next(name for name, conf in self.peft_config.items() if conf is peft_config)
 
     def _prepare_adapter_config(self, peft_config: RevMuxConfig, model_config: dict) -> RevMuxConfig:
