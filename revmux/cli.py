@@ -7,6 +7,7 @@ import json
 import sys
 from dataclasses import fields
 
+from revmux.train.cache import STORAGE_DTYPES
 from revmux.train.data import TASKS
 from revmux.tuner.config import MUX_TYPES
 from revmux.workflow import RunConfig
@@ -58,7 +59,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                         "backbone dropout act on the prefix)")
     p.add_argument("--no_length_buckets", dest="length_buckets", action="store_false", default=argparse.SUPPRESS,
                    help="cached path: random batches instead of batches of similar lengths (the default)")
-    p.add_argument("--cache_dtype", default=d["cache_dtype"], choices=("float32", "float16", "bfloat16"),
+    p.add_argument("--cache_dtype", default=d["cache_dtype"], choices=tuple(STORAGE_DTYPES),
                    help="storage dtype of the cached layer-K states")
     p.add_argument("--cache_memory_mb", type=float, default=d["cache_memory_mb"],
                    help="a prefix cache larger than this is memory-mapped from disk instead of read into memory")

@@ -36,3 +36,19 @@ def test_revmux_training_lifts_accuracy_well_above_chance(tmp_path):
     assert before < 0.7, before
     print(f"muxed after training {after:.3f}")
     assert after > 0.9, after
+
+
+def test_early_stopping_keeps_the_best_validation_epoch(tmp_path):
+    data = load_task("sst-2", write_sentiment_tsvs(tmp_path / "data", sizes=(96, 32, 0)))
+    tokenizer = tiny_tokenizer()
+    teacher = tiny_model("tiny-bert", len(tokenizer))
+    head = head_for(teacher, tokenizer, TASKS["sst-2"])
+    # learning rate 0: validation accuracy never improves after the first epoch, so patience 1 stops after epoch 2
+    config = RunConfig(task_name="sst-2", model_name="tiny-bert", data_dir="", save_dir=str(tmp_path), batch_size=16,
+                       n_epochs=10, adapter_lr=0.0, patience=1, save_checkpoints=False,
+                       cache_dir=str(tmp_path / "cache"))
+    muxed, trainer, facts = train_adapter(config, teacher, head, data["train"][:64], tmp_path / "adapter",
+                                          validation=data["train"][64:])
+    assert facts["prefix"] == "cached" and facts["epochs_run"] == 2.0
+    assert facts["best_epoch"] == 1.0 and len(facts["validation_history"]) == 2
+    assert facts["validation_history"][0]["accuracy"] == facts["best_validation"]

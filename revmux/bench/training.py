@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--max_length", type=int, default=64)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--cache_dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    from revmux.train.cache import STORAGE_DTYPES
+
+    p.add_argument("--cache_dtype", default="float32", choices=tuple(STORAGE_DTYPES))
     p.add_argument("--cache_dir", default=None, help="where models are unpacked (smollm2); the prefix cache is "
                                                      "built in a temporary folder")
     p.add_argument("--output", default=None, help="write the result as JSON here")
