@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compose_size", type=int, default=2)
     p.add_argument("--combine_first", type=int, default=3)
     p.add_argument("--teacher_epochs", type=float, default=1.0)
-    p.add_argument("--n_epochs", type=float, default=3.0,
+    p.add_argument("--n_epochs", type=float, default=2.0,
                    help="adapter epochs (from the cached prefix; the best validation epoch is kept)")
     p.add_argument("--adapter_lr", type=float, default=1e-3)
     p.add_argument("--batch_size", type=int, default=32)
