@@ -72,6 +72,7 @@ class PrefixCache:
     teacher: torch.Tensor  # (n, d) float32: the teacher's last hidden state at the head's read position
     path: Path
     memory_mapped: bool
+    token_ids: list  # the examples' token ids (what the key hashes; the dataset buckets by their lengths)
 
     @property
     def length(self) -> int:
@@ -129,7 +130,7 @@ class PrefixCache:
         if not mapped:
             states = states.clone()  # read into memory once
         teacher = torch.load(folder / "teacher.pt")
-        return cls(states, teacher, folder, mapped)
+        return cls(states, teacher, folder, mapped, token_ids)
 
     @staticmethod
     def _compute(model, head, examples, token_ids, folder: Path, storage: str, batch_size: int,
@@ -180,7 +181,7 @@ class CachedExamples(torch.utils.data.Dataset):
 
     def __init__(self, examples: Sequence[Example], cache: PrefixCache, head: ClassificationHead):
         self.examples, self.cache, self.head = list(examples), cache, head
-        self.token_ids = head.encode_lengths(self.examples)
+        self.token_ids = cache.token_ids  # tokenized once, by PrefixCache.build
 
     def __len__(self) -> int:
         return len(self.examples)
