@@ -77,13 +77,17 @@ def test_disabled_adapter_equals_base_bit_for_bit(model_name):
     assert not torch.equal(logits(model, batch), reference)
 
 
-def test_only_adapter_and_head_train_and_all_get_gradients(model_name):
-    model = make_muxed(model_name)
+@pytest.mark.parametrize("train_head", [False, True])
+def test_only_adapter_and_head_train_and_all_get_gradients(model_name, train_head):
+    head_allowed = train_head and MODELS[model_name][1] == "SEQ_CLS"
+    if train_head and not head_allowed:
+        pytest.skip("train_head needs a classification head")
+    model = make_muxed(model_name, train_head=train_head)
     batch = make_batch(model_name, batch_size=4)
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    head_allowed = MODELS[model_name][1] == "SEQ_CLS"
     for name in trainable:
         assert "revmux_mux" in name or (head_allowed and "modules_to_save" in name), name
+    assert any("modules_to_save" in n for n in trainable) == head_allowed
     assert any("revmux_mux" in n for n in trainable)
     model(**batch, labels=_labels(model_name, batch)).loss.backward()
     for name, p in trainable.items():
@@ -114,12 +118,13 @@ def test_identity_backbone_demux_restores_instances(n):
     torch.testing.assert_close(seen["x"], mux.down(seen["h"][:7]), rtol=0, atol=1e-5)
 
 
-def test_trainable_parameter_count_reported():
-    model = make_muxed("bert-seqcls")
+@pytest.mark.parametrize("train_head", [False, True])
+def test_trainable_parameter_count_reported(train_head):
+    model = make_muxed("bert-seqcls", train_head=train_head)
     trainable, total = model.get_nb_trainable_parameters()
     mux_params = sum(p.numel() for n, p in model.named_parameters() if "revmux_mux" in n)
     head_params = 32 * 2 + 2
-    assert trainable == mux_params + head_params
+    assert trainable == mux_params + head_params * train_head
 
 
 def test_resolved_k_and_stacks_are_recorded_in_config():

@@ -73,10 +73,12 @@ class RevMuxConfig(PeftConfig):
                           "second (the decoder of an encoder-decoder) runs entirely on composites. "
                           "Default: found automatically."},
     )
-    modules_to_save: Optional[list[str]] = field(
-        default=None,
-        metadata={"help": "Modules besides the adapter to train and save, e.g. ['classifier']. For SEQ_CLS, PEFT adds "
-                          "the classification head automatically."},
+    train_head: bool = field(
+        default=False,
+        metadata={"help": "Also train (and save) the model's classification head (`classifier` / `score`). Default "
+                          "False: the head stays the teacher's and reads the restored states, so unload() gives back "
+                          "the base model unchanged. (RevMuxConfig has no `modules_to_save`: with it, PEFT would "
+                          "train the head of every SEQ_CLS model.)"},
     )
 
     def __post_init__(self):
@@ -84,12 +86,13 @@ class RevMuxConfig(PeftConfig):
         self.peft_type = register_peft_type()
         if isinstance(self.target_modules, str):
             self.target_modules = [self.target_modules]
-        if not isinstance(self.compose_size, int) or self.compose_size < 2:
+        _check_types(self)
+        if self.compose_size < 2:
             raise ValueError(
                 f"compose_size must be an integer >= 2 (N instances per composite), got {self.compose_size!r}. "
                 "For N=1 use the base model without an adapter."
             )
-        if self.combine_first is not None and (not isinstance(self.combine_first, int) or self.combine_first < 0):
+        if self.combine_first is not None and self.combine_first < 0:
             raise ValueError(
                 f"combine_first must be an integer >= 0 (layers run per instance before mixing), "
                 f"got {self.combine_first!r}; leave it None for half of the layer stack."
@@ -98,11 +101,32 @@ class RevMuxConfig(PeftConfig):
             raise ValueError(f"Unknown mux_type {self.mux_type!r}; choose one of {', '.join(MUX_TYPES)}.")
         if self.demux_positions not in ("auto", "all"):
             raise ValueError(f"demux_positions must be 'auto' or 'all', got {self.demux_positions!r}.")
-        if not isinstance(self.standardize, bool):
-            raise ValueError(f"standardize must be True or False, got {self.standardize!r}.")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}.")
         for name in ("coupling_hidden_size", "demux_hidden_size"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value <= 0):
+            if value is not None and value <= 0:
                 raise ValueError(f"{name} must be a positive integer or None, got {value!r}.")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python, not a size
+
+
+_TYPES = {  # field -> (check, what it must be)
+    "compose_size": (_is_int, "an integer"),
+    "combine_first": (lambda v: v is None or _is_int(v), "an integer or None"),
+    "coupling_hidden_size": (lambda v: v is None or _is_int(v), "an integer or None"),
+    "demux_hidden_size": (lambda v: v is None or _is_int(v), "an integer or None"),
+    "dropout": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    "standardize": (lambda v: isinstance(v, bool), "True or False"),
+    "train_head": (lambda v: isinstance(v, bool), "True or False"),
+}
+
+
+def _check_types(config: RevMuxConfig) -> None:
+    """Raises ValueError naming the first field of the wrong type (e.g. ``combine_first=True``, ``dropout="0.1"``)."""
+    for name, (ok, what) in _TYPES.items():
+        value = getattr(config, name)
+        if not ok(value):
+            raise ValueError(f"{name} must be {what}, got {value!r} ({type(value).__name__}).")

@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 import torch
 from peft.tuners.tuners_utils import BaseTuner
+from peft.utils.other import _set_trainable
 from torch import nn
 
 from .architectures import MuxPlan, ReadMode, check_attention_supported, plan_injection, sequence_classifier_reads
@@ -25,6 +26,10 @@ MERGE_ERROR = (
     "PeftModel for multiplexed inference."
 )
 
+
+# The classification heads PEFT itself trains for SEQ_CLS (PeftModelForSequenceClassification): trained with
+# RevMuxConfig(train_head=True) only.
+HEAD_MODULE_NAMES = ("classifier", "score")
 
 # Module names inside the multiplexers: PEFT's save filter drops keys that contain ".<other adapter name>.".
 RESERVED_ADAPTER_NAMES = MULTIPLEXER_MODULE_NAMES
@@ -77,6 +82,22 @@ class RevMuxModel(BaseTuner):
             super().inject_adapter(model, adapter_name, *args, **kwargs)
         finally:
             self._injecting = None
+        config = self.peft_config[adapter_name]
+        if config.train_head:
+            self._wrap_head(model, adapter_name, config)
+
+    @staticmethod
+    def _wrap_head(model: nn.Module, adapter_name: str, config: RevMuxConfig) -> None:
+        """train_head=True: a trainable, saved copy of the head per adapter (PEFT's ModulesToSaveWrapper).
+
+        Raises:
+            ValueError: if the model has no module named like a classification head.
+        """
+        names = [name for name, _ in model.named_modules() if name.rpartition(".")[2] in HEAD_MODULE_NAMES]
+        if not names:
+            raise ValueError(f"train_head=True, but {type(model).__name__} has no classification head (a module named "
+                             f"{' or '.join(HEAD_MODULE_NAMES)}). Use train_head=False.")
+        _set_trainable(model, adapter_name, module_names=list(HEAD_MODULE_NAMES), inference_mode=config.inference_mode)
 
     def _adapter_name_of(self, peft_config: RevMuxConfig) -> str:
         injecting = getattr(self, "_injecting", None)
