@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
@@ -73,6 +74,11 @@ class RevMuxConfig(PeftConfig):
                           "second (the decoder of an encoder-decoder) runs entirely on composites. "
                           "Default: found automatically."},
     )
+    stack_sizes: Optional[list[int]] = field(
+        default=None,
+        metadata={"help": "Recorded at injection: the number of layers in each of target_modules. A saved adapter "
+                          "refuses a base model whose stacks have other sizes (it was trained for another model)."},
+    )
     train_head: bool = field(
         default=False,
         metadata={"help": "Also train (and save) the model's classification head (`classifier` / `score`). Default "
@@ -80,6 +86,22 @@ class RevMuxConfig(PeftConfig):
                           "the base model unchanged. (RevMuxConfig has no `modules_to_save`: with it, PEFT would "
                           "train the head of every SEQ_CLS model.)"},
     )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, subfolder: Optional[str] = None, **kwargs):
+        """PEFT's loader, after checking that a local adapter folder holds weights beside its config.
+
+        Raises:
+            FileNotFoundError: for a local folder without adapter_model.safetensors (PEFT would look it up on the
+                Hub and fail with an unrelated "Repo id must be in the form ..." error).
+        """
+        folder = os.path.join(pretrained_model_name_or_path, subfolder or "")
+        if os.path.isdir(folder) and not any(os.path.isfile(os.path.join(folder, name)) for name in
+                                             ("adapter_model.safetensors", "adapter_model.bin")):
+            raise FileNotFoundError(
+                f"{folder} has no adapter_model.safetensors: the adapter's weights are missing (an interrupted save, or "
+                "only adapter_config.json was copied). Save the adapter again with model.save_pretrained(folder).")
+        return super().from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
 
     def __post_init__(self):
         super().__post_init__()

@@ -115,7 +115,14 @@ class RevMuxModel(BaseTuner):
                              f"would mix up their weights when saving. Choose another name (not one of "
                              f"{sorted(RESERVED_ADAPTER_NAMES)}).")
         plan = plan_injection(model, peft_config.target_modules, peft_config.compose_size, peft_config.combine_first)
-        peft_config.target_modules = list(plan.stacks)
+        sizes = [len(model.get_submodule(stack)) for stack in plan.stacks]
+        if peft_config.stack_sizes is not None and list(peft_config.stack_sizes) != sizes:
+            raise ValueError(
+                f"This adapter was made for a model whose layer stacks {list(plan.stacks)} have "
+                f"{peft_config.stack_sizes} layers, but {type(model).__name__} has {sizes}: it belongs to another base "
+                f"model. Load it onto the model it was trained on (adapter_config.json: base_model_name_or_path="
+                f"{peft_config.base_model_name_or_path!r}).")
+        peft_config.target_modules, peft_config.stack_sizes = list(plan.stacks), sizes
         peft_config.combine_first = sum(role.kind == "pass" for role in plan.roles.values())
         self._plans[name] = plan
         # What the head reads depends on the model class, not on the PEFT task type (task_type may be None).
@@ -156,6 +163,33 @@ class RevMuxModel(BaseTuner):
         rule is used for saving and (through the base class) for loading, so both stay symmetric.
         """
         return re.sub(rf"(\.{cls.prefix}\w+)\.{re.escape(adapter_name)}(?=\.|$)", r"\1", key)
+
+    @classmethod
+    def _remap_adapter_state_dict_for_load(cls, model: nn.Module, config: RevMuxConfig, adapter_name: str,
+                                           state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """PEFT's key mapping, then a check that the saved weights are exactly the multiplexer the config describes.
+
+        Raises:
+            ValueError: if multiplexer weights are missing, unexpected or of another shape (an edited
+                ``compose_size`` / ``combine_first`` / ``mux_type`` / ``standardize`` in adapter_config.json, or weights
+                from another model), instead of PEFT's warning and a randomly initialised multiplexer.
+        """
+        remapped = super()._remap_adapter_state_dict_for_load(model, config, adapter_name, state_dict)
+        marker = f".{cls.prefix}"
+        expected = {key: value.shape for key, value in model.state_dict().items()  # this adapter's multiplexer
+                    if marker in key and f".{adapter_name}." in key}
+        saved = {key: value.shape for key, value in remapped.items() if marker in key}
+        missing, unexpected = sorted(expected.keys() - saved.keys()), sorted(saved.keys() - expected.keys())
+        reshaped = sorted(k for k in expected.keys() & saved.keys() if tuple(expected[k]) != tuple(saved[k]))
+        if missing or unexpected or reshaped:
+            problems = [f"{len(keys)} {what} (e.g. {keys[0]})" for keys, what in
+                        ((missing, "missing"), (unexpected, "unexpected"), (reshaped, "of another shape")) if keys]
+            raise ValueError(
+                f"The saved weights do not fit the multiplexer that adapter_config.json describes (compose_size="
+                f"{config.compose_size}, combine_first={config.combine_first}, mux_type={config.mux_type!r}, "
+                f"standardize={config.standardize}): {'; '.join(problems)}. These fields must stay as they were "
+                "when the adapter was saved; was adapter_config.json edited, or the weights saved from another model?")
+        return remapped
 
     def delete_adapter(self, adapter_name: str) -> None:
         super().delete_adapter(adapter_name)
