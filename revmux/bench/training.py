@@ -47,7 +47,7 @@ def run(model_name: str, combine_first: int, data_dir: str, compose_size: int = 
     from revmux.workflow import load_model, model_family, resolve_model_path
 
     task = get_task("mr")
-    path = resolve_model_path(model_name, cache_dir or str(Path.home() / ".cache" / "revmux"))
+    path = resolve_model_path(model_name, cache_dir)
     family = model_family(path)
     teacher, tokenizer = load_model(path, family, len(task.label_names))
     data = load_task("mr", data_dir)["train"][:examples]
