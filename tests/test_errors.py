@@ -172,3 +172,22 @@ def test_label_words_sharing_their_first_token_are_rejected(kind):
     task = TaskSpec("same", ("0", "1"), ("good", "good"), False, "Is it good?")
     with pytest.raises(ValueError, match="share their first token"):
         head_for(tiny_model(kind, len(tokenizer)), tokenizer, task)
+
+
+def test_fewer_instances_than_n_warn_once():
+    import warnings
+
+    from conftest import make_batch, make_muxed
+
+    model = make_muxed("bert-seqcls", compose_size=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            model(**make_batch("bert-seqcls", batch_size=1))
+        model(**make_batch("bert-seqcls", batch_size=8))
+    messages = [str(w.message) for w in caught if "compose_size=4" in str(w.message)]
+    assert len(messages) == 1 and "1 instance(s)" in messages[0] and "batch_size" in messages[0]
+    with warnings.catch_warnings(record=True) as caught:  # a full batch on a fresh model: no warning
+        warnings.simplefilter("always")
+        make_muxed("bert-seqcls", compose_size=4)(**make_batch("bert-seqcls", batch_size=8))
+    assert not [w for w in caught if "compose_size=4" in str(w.message)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import re
+import warnings
 from typing import Any, Optional
 
 import torch
@@ -397,7 +398,20 @@ class RevMuxModel(BaseTuner):
                     "each instance at its own last real token, so inputs must be right-padded. Set "
                     "tokenizer.padding_side = 'right' (or re-pad the batch)."
                 )
+        if tokens is not None and tokens.shape[0] < spec.compose_size and not cached_step:
+            self._warn_underfilled(tokens.shape[0], spec.compose_size)
         hidden_wanted = kwargs.get("output_hidden_states", getattr(self.model.config, "output_hidden_states", False))
         partial = tokens is not None and not hidden_wanted and not cached_step and spec.family != "encoder-decoder"
         open_forward(spec, module, read_mode=read_mode_for(spec) if partial else "all", input_ids=input_ids,
                      attention_mask=mask, length=0 if tokens is None else tokens.shape[1])
+
+    def _warn_underfilled(self, batch_size: int, compose_size: int) -> None:
+        """Once per model: a forward with fewer than N instances multiplexes them with dummy copies (no speed-up)."""
+        if getattr(self, "_warned_underfilled", False):
+            return
+        self._warned_underfilled = True
+        warnings.warn(
+            f"A forward with {batch_size} instance(s) on a RevMUX adapter with compose_size={compose_size}: the group is "
+            f"completed with copies of the last instance, so it costs as much as {compose_size} instances and gains "
+            f"nothing. Batch at least {compose_size} inputs per forward (e.g. pipeline(..., batch_size=64), "
+            "MuxClassifier(batch_size=64)).", stacklevel=2)
