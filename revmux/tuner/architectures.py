@@ -10,17 +10,20 @@ multiplexed at layer K; a second stack (the decoder of an encoder-decoder model)
 | decoder         | model.layers (LLaMA, Qwen2), transformer.h | layer K         | the last layer     | last token |
 | encoder-decoder | encoder.block + decoder.block (T5)         | encoder block K | last decoder block | decoder    |
 
-The final norm (decoders) and the whole task head run on the restored instances; see CLS_HEAD_MODELS for the positions
-the demultiplexer restores when only some are read.
+The final norm (decoders) and the whole task head run on the restored instances; see ``sequence_classifier_reads`` for
+the positions the demultiplexer restores when only some are read.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
 from typing import Literal
 
 from torch import nn
 
+from .grouping import unknown_layer_arguments
 from .mux import check_divisible
 
 Family = Literal["encoder", "decoder", "encoder-decoder"]
@@ -30,26 +33,52 @@ RoleKind = Literal["pass", "mux", "collapse", "carry"]
 # Which positions a head reads, so the demultiplexer can run only there (see ``read_positions``).
 ReadMode = Literal["all", "first", "last_non_pad", "last_real"]
 
-# Sequence-classification heads whose read position is known, by config.model_type. Anything else restores every
-# position (demux_positions="auto" falls back to "all"): a mean-pooling head must never see zero rows.
-CLS_HEAD_MODELS = frozenset({  # pooler / classification head on the first token
+# Encoder sequence-classification heads that read the first token (pooler or classification head on [CLS]), by
+# config.model_type. Decoder heads are recognised from their class (``reads_last_non_pad_token``). Anything else
+# restores every position (demux_positions="auto" falls back to "all"): a mean-pooling head must never see zero rows.
+CLS_HEAD_MODELS = frozenset({
     "bert", "roberta", "xlm-roberta", "distilbert", "electra", "albert", "deberta", "deberta-v2", "camembert",
     "mpnet", "ernie", "nezha", "megatron-bert", "roberta-prelayernorm", "xlm-roberta-xl",
 })
-LAST_TOKEN_HEAD_MODELS = frozenset({  # transformers' rule: the rightmost token that is not pad_token_id
-    "llama", "qwen2", "qwen3", "mistral", "mixtral", "gpt2", "gpt_neox", "gptj", "gemma", "gemma2", "phi", "phi3",
-    "falcon", "opt", "bloom", "starcoder2", "stablelm", "olmo", "olmo2", "smollm3",
-})
+
+
+@functools.lru_cache(maxsize=None)
+def reads_last_non_pad_token(model_class: type) -> bool:
+    """Whether a ``*ForSequenceClassification`` class pools the rightmost token that is not ``pad_token_id``.
+
+    That is transformers' rule for decoder classifiers: ``GenericForSequenceClassification`` (LLaMA, Qwen2, Mistral,
+    Gemma, Phi3, ...) and every hand-written classifier that computes ``last_non_pad_token`` (GPT-2, GPT-NeoX, OPT,
+    Falcon, BLOOM, MPT, ...). Read from the class itself, so a new family needs no list entry: the ``forward`` that
+    runs decides, following ``super().forward(...)`` delegation (Gemma3, Qwen3.5); a subclass that pools its own way
+    is not mistaken for its parent.
+    """
+    try:
+        from transformers.modeling_layers import GenericForSequenceClassification as generic
+    except ImportError:  # older transformers
+        generic = None
+    for cls in model_class.__mro__:
+        forward = cls.__dict__.get("forward")
+        if forward is None:
+            continue
+        if cls is generic:
+            return True
+        try:
+            source = inspect.getsource(forward)
+        except (OSError, TypeError):
+            return False
+        if "last_non_pad_token" in source and "pad_token_id" in source:
+            return True
+        if "super().forward(" not in source:
+            return False
+    return False
 
 
 def sequence_classifier_reads(model: nn.Module) -> ReadMode:
     """Where a ``*ForSequenceClassification`` model's own head reads: "first", "last_non_pad" or "all" (unknown)."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type in CLS_HEAD_MODELS:
-        return "first"
-    if model_type in LAST_TOKEN_HEAD_MODELS:
+    if reads_last_non_pad_token(type(model)):
         return "last_non_pad"
-    return "all"
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return "first" if model_type in CLS_HEAD_MODELS else "all"
 
 
 @dataclass(frozen=True)
@@ -91,11 +120,26 @@ def find_layer_stacks(model: nn.Module) -> list[str]:
 
 
 def model_family(model: nn.Module, first_stack: nn.ModuleList) -> Family:
+    """encoder-decoder (config.is_encoder_decoder), decoder (causal attention), or encoder.
+
+    Causal attention is seen on an attention module's ``is_causal``, on ``config.is_decoder``, or, for models whose
+    attention modules do not say (BLOOM, MPT, hybrid recurrent models), on the config: a model type that has a
+    causal-LM class and no masked-LM class is a decoder (BERT-likes have both and are encoders).
+    """
     config = getattr(model, "config", None)
     if getattr(config, "is_encoder_decoder", False):
         return "encoder-decoder"
-    causal = any(getattr(m, "is_causal", False) is True for m in _unwrapped(first_stack[0]).modules())
-    return "decoder" if causal else "encoder"
+    if any(getattr(m, "is_causal", False) is True for m in _unwrapped(first_stack[0]).modules()):
+        return "decoder"
+    if getattr(config, "is_decoder", False):
+        return "decoder"
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_FOR_MASKED_LM_MAPPING
+    except ImportError:
+        return "encoder"
+    config_class = type(config)
+    causal_only = config_class in MODEL_FOR_CAUSAL_LM_MAPPING and config_class not in MODEL_FOR_MASKED_LM_MAPPING
+    return "decoder" if causal_only else "encoder"
 
 
 def hidden_size_of(model: nn.Module) -> int:
@@ -118,6 +162,32 @@ def check_attention_supported(model: nn.Module) -> None:
         )
 
 
+def check_layer_arguments(model: nn.Module, stacks: list[str]) -> None:
+    """Refuse, at injection, layers that take batch-sized tensors revmux cannot combine over a group.
+
+    Raises:
+        ValueError: naming the model, the layer class and the arguments, if a layer's forward takes a tensor
+            argument that ``grouping.reduce_layer_argument`` has no rule for (e.g. per-instance language ids).
+    """
+    seen: set[type] = set()
+    for path in stacks:
+        for layer in model.get_submodule(path):
+            layer = _unwrapped(layer)
+            if type(layer) in seen:
+                continue
+            seen.add(type(layer))
+            unknown = unknown_layer_arguments(layer)
+            if unknown:
+                raise ValueError(
+                    f"RevMUX cannot serve {type(model).__name__}: its layers ({type(layer).__name__} in {path!r}) take "
+                    f"{', '.join(map(repr, unknown))}, which may hold one row per instance, and revmux does not know "
+                    "how to combine such an argument over a group of multiplexed instances (it knows attention "
+                    "masks, position ids/embeddings/biases and ALiBi biases). Use another model family (e.g. "
+                    "LLaMA, Qwen2, GPT-2, BLOOM, BERT, T5), or report the model so a rule can be added to "
+                    "revmux/tuner/grouping.py."
+                )
+
+
 def check_combine_first(k: int, n_layers: int, stack: str = "the layer stack") -> None:
     """Raises: ValueError unless 0 <= K < n_layers (layers [0, K) per instance, [K, L) on composites)."""
     if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < n_layers:
@@ -132,8 +202,9 @@ def plan_injection(model: nn.Module, stacks: list[str] | None, compose_size: int
     """Resolve the layer stacks and the role of every layer for one adapter.
 
     Raises:
-        ValueError: if no layer stack is found, several are found where one is expected, the hidden size is not
-            divisible by N, K is out of range, or the model uses flex attention.
+        ValueError: if no layer stack is found, several are found where one is expected, a layer takes batch-sized
+            arguments revmux cannot combine per group, the hidden size is not divisible by N, K is out of range, or
+            the model uses flex attention.
     """
     check_attention_supported(model)
     if stacks is None:
@@ -162,6 +233,7 @@ def plan_injection(model: nn.Module, stacks: list[str] | None, compose_size: int
             "decoder stack second)."
         )
 
+    check_layer_arguments(model, stacks)
     hidden_size = hidden_size_of(model)
     check_divisible(hidden_size, compose_size)
 

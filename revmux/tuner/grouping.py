@@ -3,21 +3,40 @@
 Groups are consecutive instances: group g holds instances g*N .. g*N+N-1. When B is not a multiple of N the last
 group is completed with dummy instances, copies of the batch's last instance, which never reach an output.
 After the multiplexing point every layer receives G composites, so every argument with the batch size B is
-shrunk to G rows: attention masks to the union over the group, positions to the group's first instance.
+shrunk to G rows: attention masks to the union over the group, positions to the group's first instance, ALiBi
+biases (B*heads rows) to the bias of the union mask. A layer whose forward names a tensor argument with no rule
+here is refused at injection (``unknown_layer_arguments``), not in the middle of a forward.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
 import torch
+from torch import nn
 
 # Arguments that never carry a batch dimension, whatever their size.
-NO_BATCH_DIM = frozenset({"cache_position"})
+NO_BATCH_DIM = frozenset({
+    "cache_position",
+    "rel_embeddings",  # DeBERTa: (2 * span, d) relative position embeddings
+})
 # Arguments that are equal across a group (shared positions): keep the group's first instance.
 FIRST_OF_GROUP = frozenset({
     "position_ids", "position_embeddings", "position_bias", "encoder_decoder_position_bias", "rotary_pos_emb",
+})
+# ALiBi biases (BLOOM, Falcon), (B * heads, 1, T): slope_h * (position among the attended tokens), 0 where masked.
+# Their union over a group is the bias the union mask gives (see ``group_union_per_head``).
+PER_HEAD_UNION = frozenset({"alibi"})
+# Layer arguments that are not batch-sized tensors in the models' own loops (flags, caches, tensors shared by the
+# batch, an encoder-decoder's encoder output, which is already G composites). Checked at run time all the same: a
+# tensor with the batch size under one of these names is rejected by ``reduce_layer_argument``.
+NOT_BATCH_SIZED = frozenset({
+    "cache", "past_key_value", "past_key_values", "layer_past", "use_cache", "output_attentions",
+    "output_hidden_states", "return_dict", "layer_idx", "encoder_hidden_states",
+    "relative_pos", "query_states",  # DeBERTa: (1, T, T) shared; query_states is None in its encoder loop
+    "sinusoidal_pos",  # RoFormer: (1, 1, T, d) shared
 })
 
 
@@ -44,25 +63,44 @@ def group_union(mask: torch.Tensor, compose_size: int) -> torch.Tensor:
     return m.any(dim=1) if m.dtype == torch.bool else m.amax(dim=1)  # (G, ...)
 
 
+def group_union_per_head(bias: torch.Tensor, batch_size: int, compose_size: int) -> torch.Tensor:
+    """(B*H, ...) ALiBi bias -> (G*H, ...): per head, the maximum over the group.
+
+    An instance's bias is ``slope_h * (number of attended tokens before j)`` at an attended position j and 0 at a
+    masked one, with slopes > 0. When the masks of a group are nested (right- or left-padded batches: decoders
+    accept right padding only) the union mask is the widest one, and its bias is the elementwise maximum: exactly
+    what the model computes for a single sequence under the union mask, the mask the composite attends with.
+
+    Raises:
+        ValueError: if the bias does not have a multiple of B rows.
+    """
+    heads = bias.shape[0] // batch_size
+    if heads * batch_size != bias.shape[0]:
+        raise ValueError(f"An ALiBi bias of {bias.shape[0]} rows does not hold batch_size={batch_size} instances "
+                         "of equally many heads; revmux cannot combine it per group.")
+    per_instance = bias.view(batch_size, heads, *bias.shape[1:])  # (B, H, 1, T)
+    return group_union(per_instance, compose_size).flatten(0, 1)  # (G, H, 1, T) -> (G*H, 1, T)
+
+
 def group_first(x: torch.Tensor, compose_size: int) -> torch.Tensor:
     """(B, ...) -> (G, ...): the first instance of every group."""
     return pad_to_groups(x, compose_size)[::compose_size]  # (G, ...)
 
 
-def check_identical_in_groups(x: torch.Tensor, compose_size: int) -> None:
+def check_identical_in_groups(x: torch.Tensor, compose_size: int, what: str = "decoder_input_ids") -> None:
     """Decoder inputs (B, T_dec[, d]) must be identical within each group: the decoder runs once per group.
 
     Raises:
-        ValueError: if two instances of a group differ.
+        ValueError: if two instances of a group differ (``what`` names the argument in the message).
     """
     x = pad_to_groups(x, compose_size)
     x = x.view(-1, compose_size, *x.shape[1:])  # (G, N, T_dec, ...)
     if not torch.equal(x, x[:, :1].expand_as(x)):
         raise ValueError(
-            "Decoder inputs differ inside a group of compose_size instances. RevMUX runs the decoder of an "
-            "encoder-decoder model once per group, so every instance of a group needs the same decoder_input_ids "
-            "(e.g. one shared classification prompt, or labels of length 1). Pass identical decoder_input_ids, or "
-            "use compose_size instances that share them per group."
+            f"Decoder inputs differ inside a group of compose_size={compose_size} instances ({what}). RevMUX runs "
+            "the decoder of an encoder-decoder model once per group, so every instance of a group needs the same "
+            f"{what} (e.g. one shared classification prompt, or labels of length 1). Pass identical {what}, or "
+            "group the instances so that each group of compose_size shares them."
         )
 
 
@@ -76,14 +114,40 @@ def reduce_layer_argument(name: str, value: Any, batch_size: int, compose_size: 
         return type(value)(reduce_layer_argument(name, v, batch_size, compose_size) for v in value)
     if not isinstance(value, torch.Tensor) or value.dim() == 0 or name in NO_BATCH_DIM:
         return value
-    if value.shape[0] != batch_size or batch_size == num_groups(batch_size, compose_size):
-        return value  # broadcast (dim 0 == 1), already per group, or nothing to shrink
+    if batch_size == num_groups(batch_size, compose_size):
+        return value  # nothing to shrink
+    if name in PER_HEAD_UNION:
+        return group_union_per_head(value, batch_size, compose_size)
+    if name == "position_bias" and value.dim() == 3:
+        return value  # MPT's ALiBi, (heads, 1, T): shared by the batch (T5's is (B or 1, heads, T_q, T_k))
+    if value.shape[0] != batch_size:
+        return value  # broadcast (dim 0 == 1) or already per group
     if "mask" in name:
         return group_union(value, compose_size)
     if name in FIRST_OF_GROUP:
         return group_first(value, compose_size)
     raise ValueError(
         f"The layer argument {name!r} has the batch size {batch_size}, and revmux does not know how to combine it "
-        f"over a group of {compose_size} instances. Supported batch-sized arguments: attention masks (union) and "
-        f"{', '.join(sorted(FIRST_OF_GROUP))} (first of group). Please report the model so it can be added."
+        f"over a group of {compose_size} instances. Supported batch-sized arguments: attention masks (union), "
+        f"{', '.join(sorted(PER_HEAD_UNION))} (union per head) and {', '.join(sorted(FIRST_OF_GROUP))} (first of "
+        "group). Please report the model so it can be added."
     )
+
+
+def _may_be_tensor(annotation: Any) -> bool:
+    if annotation is inspect.Parameter.empty:
+        return True  # unannotated: could be anything
+    return "Tensor" in (annotation if isinstance(annotation, str) else repr(annotation))
+
+
+def unknown_layer_arguments(layer: nn.Module) -> list[str]:
+    """Arguments of ``layer.forward`` (after the hidden states) that may be batch-sized tensors without a rule here.
+
+    Known: masks (any name with "mask"), the names of ``NO_BATCH_DIM``, ``FIRST_OF_GROUP``, ``PER_HEAD_UNION`` and
+    ``NOT_BATCH_SIZED``, and arguments annotated as something other than a tensor (flags, sizes, caches).
+    """
+    params = list(inspect.signature(layer.forward).parameters.values())[1:]  # [0]: the hidden states
+    known = NO_BATCH_DIM | FIRST_OF_GROUP | PER_HEAD_UNION | NOT_BATCH_SIZED
+    return [p.name for p in params
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in known and "mask" not in p.name
+            and _may_be_tensor(p.annotation)]

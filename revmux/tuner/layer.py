@@ -26,17 +26,34 @@ from .grouping import group_first, pad_to_groups, reduce_layer_argument
 from .state import AdapterSpec, ForwardContext, Replay, current_forward
 
 
+def _hook_execution_device(hook) -> Optional[torch.device]:
+    """The execution device of an accelerate hook (a ``SequentialHook`` chains several), or None."""
+    for h in getattr(hook, "hooks", (hook,)):
+        device = getattr(h, "execution_device", None)
+        if device is not None:
+            return torch.device(device)
+    return None
+
+
 def execution_device_and_dtype(module: nn.Module) -> tuple[Optional[torch.device], Optional[torch.dtype]]:
-    """Where a block computes (accelerate's offload hook wins over parameter placement) and its float dtype."""
-    hook = getattr(module, "_hf_hook", None)
-    device = getattr(hook, "execution_device", None)
+    """Where a module computes, and its float dtype.
+
+    accelerate's hook wins over parameter placement: the module's own, or else the first submodule's
+    (``cpu_offload`` hooks only modules that hold tensors, so a multiplexer's hooks sit on its Linear layers). Weights
+    offloaded by such hooks sit on ``meta`` between calls, so a parameter on ``meta`` never names the device.
+    """
+    device = None
+    for m in module.modules():
+        device = _hook_execution_device(getattr(m, "_hf_hook", None))
+        if device is not None:
+            break
     dtype = None
     for p in module.parameters():
         if p.is_floating_point():
             device = device if device is not None else (None if p.device.type == "meta" else p.device)
             dtype = p.dtype
             break
-    return (torch.device(device) if device is not None else None), dtype
+    return device, dtype
 
 
 class RevMuxLayer(nn.Module, BaseTunerLayer):
@@ -203,8 +220,8 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
     def _mux(spec: AdapterSpec, context: ForwardContext, hidden: torch.Tensor) -> torch.Tensor:
         """(B, T, d) instances -> (G, T, d) composites."""
         mux = spec.multiplexer
-        weight = next(mux.parameters())
-        x = pad_to_groups(hidden, spec.compose_size).to(weight.device, weight.dtype)  # (G*N, T, d)
+        device, dtype = execution_device_and_dtype(mux)  # not its parameters': offloaded, they sit on meta
+        x = pad_to_groups(hidden, spec.compose_size).to(device or hidden.device, dtype or hidden.dtype)  # (G*N, T, d)
         if context.recording is not None:  # keep the instances for the orthogonality loss, projected once
             context.recording.instances = mux.instances(x)  # (G*N, T, w)
             composite = mux.combine(context.recording.instances)  # (G, T, d)
@@ -216,8 +233,8 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
     def _demux(spec: AdapterSpec, context: ForwardContext, composite: torch.Tensor) -> torch.Tensor:
         """(G, T, d) -> (B, T, d). With read positions, only those are demultiplexed; the rest stay zero."""
         mux = spec.multiplexer
-        weight = next(mux.parameters())
-        c = composite.to(weight.device, weight.dtype)
+        device, dtype = execution_device_and_dtype(mux)
+        c = composite.to(device or composite.device, dtype or composite.dtype)  # (G, T, d)
         b, positions = context.batch_size, context.read_positions(c.device)
         if positions is None:
             restored = mux.demux(c, keep=b)  # (B, T, d)

@@ -64,15 +64,17 @@ class RevMuxModel(BaseTuner):
 
         The inner backbone (BertModel, LlamaModel, ...; the model itself for T5) sees every forward, whether it comes
         through the task head or straight to the backbone; an encoder-decoder's encoder and decoder are also called
-        on their own (``generate`` runs the encoder once, then the decoder step by step).
+        on their own (``generate`` runs the encoder once, then the decoder step by step). Their entries are the modules
+        that receive the token ids (T5's ``decoder``, BART's ``model.decoder``, ``EncoderDecoderModel``'s whole
+        ``decoder`` model), so the decoder's ids are what the identical-inputs check sees (see ``_stack_entry``).
         """
         backbone = getattr(self.model, "base_model", self.model)
         self._forward_params = list(inspect.signature(backbone.forward).parameters)
         entries = [(backbone, self._open_backbone_forward)]
         plan = next(iter(self._plans.values()))
         if plan.family == "encoder-decoder":
-            encoder = self.model.get_submodule(plan.stacks[0].rpartition(".")[0])
-            decoder = self.model.get_submodule(plan.stacks[1].rpartition(".")[0])
+            encoder = self._stack_entry(plan.stacks[0], plan.stacks[1])
+            decoder = self._stack_entry(plan.stacks[1], plan.stacks[0])
             entries += [(encoder, self._open_encoder_forward), (decoder, self._open_decoder_forward)]
         return entries
 
@@ -130,6 +132,10 @@ class RevMuxModel(BaseTuner):
         is_classifier = type(model).__name__.endswith("ForSequenceClassification")
         auto = peft_config.demux_positions == "auto" and is_classifier
         mux_layer = model.get_submodule(next(key for key, role in plan.roles.items() if role.kind == "mux"))
+        from . import offload  # (imported here: only offloaded bases need it)
+
+        if offload.is_offloaded(getattr(model, "hf_device_map", None)):
+            offload.install()  # PeftModel.from_pretrained dispatches this model again: see offload.py
         device, dtype = execution_device_and_dtype(mux_layer)
         multiplexer = build_multiplexer(peft_config.mux_type, plan.hidden_size, peft_config.compose_size,
                                         peft_config.coupling_hidden_size, peft_config.demux_hidden_size,
@@ -344,15 +350,19 @@ class RevMuxModel(BaseTuner):
     def _open_encoder_forward(self, module: nn.Module, args: tuple, kwargs: dict):
         spec = self._active_spec()
         if spec is not None:
-            mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+            mask = self._bound(module, args, kwargs).arguments.get("attention_mask")
             open_forward(spec, module, attention_mask=mask if isinstance(mask, torch.Tensor) and mask.dim() == 2
                          else None)
 
     def _open_decoder_forward(self, module: nn.Module, args: tuple, kwargs: dict):
         """Decoder pre-hook (encoder-decoder models): the decoder runs once per group on the G composites.
 
+        The hooked module is the one that receives the decoder's token ids (``_stack_entry``), so the check sees
+        ``decoder_input_ids`` (or ``decoder_inputs_embeds``) and the decoder's own attention mask, whoever calls it:
+        the outer model, ``generate`` or the caller.
+
         Raises:
-            ValueError: if decoder inputs differ inside a group.
+            ValueError: if decoder inputs or decoder attention masks differ inside a group.
         """
         spec = self._active_spec()
         if spec is None:
@@ -360,16 +370,49 @@ class RevMuxModel(BaseTuner):
         context = open_forward(spec, module)
         if context.replay is not None and not context.replay.multiplex:
             return None  # the teacher: un-multiplexed
-        inputs = kwargs.get("input_ids")
-        inputs = inputs if inputs is not None else kwargs.get("inputs_embeds")
+        bound = self._bound(module, args, kwargs)
+        given = bound.arguments
+        inputs = given.get("input_ids")
+        inputs = inputs if inputs is not None else given.get("inputs_embeds")
         if inputs is not None:
-            check_identical_in_groups(inputs, spec.compose_size)
+            check_identical_in_groups(inputs, spec.compose_size)  # (B, T_dec[, d])
             context.batch_size = inputs.shape[0]  # also right when the encoder ran in another call
-        mask, encoded = kwargs.get("encoder_attention_mask"), kwargs.get("encoder_hidden_states")
+            mask = given.get("attention_mask")
+            if isinstance(mask, torch.Tensor) and mask.dim() > 1 and mask.shape[0] == inputs.shape[0]:
+                check_identical_in_groups(mask, spec.compose_size, what="decoder_attention_mask")
+        mask, encoded = given.get("encoder_attention_mask"), given.get("encoder_hidden_states")
         if mask is None or encoded is None or mask.shape[0] == encoded.shape[0]:
             return None
-        kwargs["encoder_attention_mask"] = group_union(mask, spec.compose_size)  # (B, T) -> (G, T)
-        return args, kwargs
+        grouped = group_union(mask, spec.compose_size)  # (B, T) -> (G, T)
+        if "encoder_attention_mask" in kwargs:
+            return args, {**kwargs, "encoder_attention_mask": grouped}
+        given["encoder_attention_mask"] = grouped  # it came positionally
+        return bound.args, bound.kwargs
+
+    def _stack_entry(self, stack: str, other: str) -> nn.Module:
+        """The outermost module that holds ``stack`` but not ``other``: where that half of the model gets its ids.
+
+        Raises:
+            ValueError: if that module's forward takes neither ``input_ids`` nor ``inputs_embeds`` (revmux could not
+                check that the decoder inputs of a group are identical).
+        """
+        parts = stack.split(".")
+        path = next((".".join(parts[:i]) for i in range(1, len(parts))
+                     if not (other + ".").startswith(".".join(parts[:i]) + ".")), None)
+        module = None if path is None else self.model.get_submodule(path)
+        if module is None or not {"input_ids", "inputs_embeds"} & set(inspect.signature(module.forward).parameters):
+            raise ValueError(
+                f"RevMUX cannot serve {type(self.model).__name__}: no module around the layer stack {stack!r} "
+                f"(and not around {other!r}) takes input_ids (found: {path!r}), so revmux cannot check that the "
+                "decoder inputs of a group are identical. Use an encoder-decoder whose encoder and decoder are "
+                "modules that take input_ids (T5, BART, EncoderDecoderModel), or a decoder-only or encoder model."
+            )
+        return module
+
+    @staticmethod
+    def _bound(module: nn.Module, args: tuple, kwargs: dict) -> inspect.BoundArguments:
+        """A call's arguments by name (positional ones included); edit ``.arguments`` and call with .args/.kwargs."""
+        return inspect.signature(module.forward).bind_partial(*args, **kwargs)
 
     def _open_backbone_forward(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         """Pre-hook on the base model: reject inputs RevMUX cannot serve, then open this forward's context.
