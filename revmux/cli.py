@@ -1,55 +1,96 @@
-"""``revmux`` command line: train, eval, bench, demo. Training keeps the paper's argument names verbatim."""
+"""``revmux`` command line: train, eval, bench, demo. Training keeps the paper's argument names verbatim.
+
+A user error (bad settings, model or data: ``RunError``, ``DataError``, or an argument argparse rejects) is one line
+on stderr and exit status 2, found before any training starts; anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import warnings
 from dataclasses import fields
+from pathlib import Path
 
+from revmux.demo import add_speedup_arguments, check_speedup_arguments, measure_speedup, remove_empty_folders
+from revmux.errors import RunError
 from revmux.train.cache import STORAGE_DTYPES
-from revmux.train.data import TASKS
+from revmux.train.data import TASKS, DataError
 from revmux.tuner.config import MUX_TYPES
 from revmux.workflow import RunConfig
 
 TASK_NAMES = tuple(TASKS)
-
+USER_ERRORS = (RunError, DataError)
+# PEFT reads transformers' deprecated `is_gradient_checkpointing` when it wraps a model: nothing a user can act on.
+QUIET_WARNINGS = (r"`is_gradient_checkpointing` is deprecated",)
 
 _DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}. Run '{self.prog} --help' for the options.\n")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows every option's default: ``(default: X)``, or ``(off by default)`` for a switch, unless the help says."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required or isinstance(action, argparse._HelpAction) or "default" in text.lower():
+            return text
+        if action.nargs == 0:  # a switch: store_true / store_false
+            return f"{text} (off by default)"
+        return f"{text} (default: %(default)s)"
+
+
+def _task_name(value: str) -> str:
+    return value.strip().lower()  # case-insensitive, like get_task: SST-2 and sst-2 both work
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     d = _DEFAULTS
     # The paper's arguments, verbatim (the defaults are revmux's, RunConfig's: they converge; see docs/training.md).
-    p.add_argument("--task_name", required=True, choices=TASK_NAMES)
+    p.add_argument("--task_name", required=True, type=_task_name, choices=TASK_NAMES, help="the task (any case)")
     p.add_argument("--model_name", required=True,
                    help="a local model folder or hub id; offline aliases: minilm, smollm2, tiny-bert, tiny-llama, "
                         "tiny-t5")
-    p.add_argument("--model_type", default=d["model_type"], choices=MUX_TYPES)
-    p.add_argument("--batch_size", type=int, default=d["batch_size"])
+    p.add_argument("--model_type", default=d["model_type"], choices=MUX_TYPES,
+                   help="revmux: the paper's method; ora: its multiplexer with an MLP demultiplexer; adapter: plain "
+                        "MLP adapters")
+    p.add_argument("--batch_size", type=int, default=d["batch_size"], help="training batch size (instances)")
     p.add_argument("--n_epochs", type=float, default=d["n_epochs"],
                    help="the most adapter epochs; training stops earlier once validation accuracy stops improving "
                         "(--patience)")
     p.add_argument("--combine_first", type=int, default=d["combine_first"],
-                   help="K (default: half of the layer stack)")
-    p.add_argument("--compose_size", type=int, default=d["compose_size"], help="N")
-    p.add_argument("--data_dir", required=True, help="folder with train.tsv / dev.tsv (/ test.tsv) in GLUE format")
+                   help="K, layers run per instance before mixing (default: half of the layer stack)")
+    p.add_argument("--compose_size", type=int, default=d["compose_size"], help="N, instances per composite")
+    p.add_argument("--data_dir", required=True,
+                   help="the task folder with train.tsv / dev.tsv (/ test.tsv) in GLUE format, or the GLUE root "
+                        "holding it (SST-2/, RTE/, QNLI/, MRPC/)")
     p.add_argument("--adapter_lr", type=float, default=d["adapter_lr"], help="the paper used 2e-5 with 50 epochs")
-    p.add_argument("--save_dir", required=True)
+    p.add_argument("--save_dir", required=True, help="where the teacher, adapter, metrics and curves go")
     # What users need besides.
-    p.add_argument("--gradient_accumulation_steps", type=int, default=d["gradient_accumulation_steps"])
+    p.add_argument("--gradient_accumulation_steps", type=int, default=d["gradient_accumulation_steps"],
+                   help="batches whose gradients are summed per optimizer step")
     p.add_argument("--teacher_dir", default=None,
-                   help="an already trained N=1 teacher; default: fine-tune one (encoders) or zero-shot (decoders)")
-    p.add_argument("--teacher_epochs", type=float, default=d["teacher_epochs"])
-    p.add_argument("--teacher_lr", type=float, default=d["teacher_lr"])
-    p.add_argument("--max_length", type=int, default=d["max_length"])
+                   help="an already trained N=1 teacher (default: fine-tune one for encoders and encoder-decoders, "
+                        "zero-shot for decoders)")
+    p.add_argument("--teacher_epochs", type=float, default=d["teacher_epochs"], help="teacher fine-tuning epochs")
+    p.add_argument("--teacher_lr", type=float, default=d["teacher_lr"], help="teacher fine-tuning learning rate")
+    p.add_argument("--max_length", type=int, default=d["max_length"], help="tokens per instance")
     p.add_argument("--info_nce_weight", type=float, default=d["info_nce_weight"], help="λ")
     p.add_argument("--orthogonality_weight", type=float, default=d["orthogonality_weight"], help="μ")
-    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--seed", type=int, default=d["seed"], help="random seed")
     p.add_argument("--pairings", type=int, default=d["pairings"], help="random pairings averaged in evaluation")
-    p.add_argument("--eval_batch_size", type=int, default=None)
-    p.add_argument("--max_train_examples", type=int, default=None)
-    p.add_argument("--max_eval_examples", type=int, default=None)
+    p.add_argument("--eval_batch_size", type=int, default=None, help="evaluation batch size (default: --batch_size)")
+    p.add_argument("--max_train_examples", type=int, default=None,
+                   help="use at most this many training examples (default: all)")
+    p.add_argument("--max_eval_examples", type=int, default=None,
+                   help="evaluate on at most this many examples per split (default: all)")
     p.add_argument("--validation_fraction", type=float, default=d["validation_fraction"],
                    help="share of train held out for model selection (early stopping, best epoch); 0: none")
     p.add_argument("--patience", type=int, default=d["patience"],
@@ -58,7 +99,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="run layers [0, K) and the teacher at every step instead of caching them once (slower; lets "
                         "backbone dropout act on the prefix)")
     p.add_argument("--no_length_buckets", dest="length_buckets", action="store_false", default=argparse.SUPPRESS,
-                   help="cached path: random batches instead of batches of similar lengths (the default)")
+                   help="cached path: random batches instead of batches of similar lengths")
     p.add_argument("--cache_dtype", default=d["cache_dtype"], choices=tuple(STORAGE_DTYPES),
                    help="storage dtype of the cached layer-K states")
     p.add_argument("--cache_memory_mb", type=float, default=d["cache_memory_mb"],
@@ -66,24 +107,38 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--standardize", action="store_true",
                    help="standardise the states the multiplexer mixes and restores with statistics of the frozen "
                         "backbone (for decoder LLMs, whose residual streams carry massive activations)")
-    p.add_argument("--coupling_hidden_size", type=int, default=None, help="inner width of F_n (default: d)")
+    p.add_argument("--coupling_hidden_size", type=int, default=None,
+                   help="inner width of F_n (default: the hidden size d)")
     p.add_argument("--demux_hidden_size", type=int, default=None, help="inner width of U (default: 3d)")
     p.add_argument("--resume", action="store_true", help="resume the adapter training from save_dir/checkpoints")
     p.add_argument("--no_checkpoints", dest="save_checkpoints", action="store_false", default=argparse.SUPPRESS,
-                   help="save no checkpoint per epoch (they are saved by default)")
+                   help="save no checkpoint per epoch")
+    p.add_argument("--no_speedup", dest="speedup", action="store_false",
+                   help="skip the speed-up measurement after training")
+    add_speedup_arguments(p)
 
 
 def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task_name", required=True, choices=TASK_NAMES)
+    p.add_argument("--task_name", required=True, type=_task_name, choices=TASK_NAMES, help="the task (any case)")
     p.add_argument("--adapter_dir", required=True, help="a saved RevMUX adapter (save_dir/adapter)")
-    p.add_argument("--model_name", required=True, help="the frozen teacher the adapter was trained on")
-    p.add_argument("--data_dir", required=True)
-    p.add_argument("--batch_size", type=int, default=32)
-    p.add_argument("--pairings", type=int, default=10)
-    p.add_argument("--max_length", type=int, default=_DEFAULTS["max_length"], help="as in training")
-    p.add_argument("--max_eval_examples", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--output", default=None, help="write the metrics as JSON here")
+    p.add_argument("--model_name", default=None,
+                   help="the frozen teacher the adapter was trained on (default: the one its revmux_serving.json "
+                        "names)")
+    p.add_argument("--data_dir", required=True, help="the task folder, or the GLUE root holding it")
+    p.add_argument("--batch_size", type=int, default=32, help="evaluation batch size (instances)")
+    p.add_argument("--pairings", type=int, default=10, help="random pairings averaged")
+    p.add_argument("--max_length", type=int, default=None,
+                   help="tokens per instance (default: the length the adapter was trained at, saved with it)")
+    p.add_argument("--max_eval_examples", type=int, default=None,
+                   help="evaluate on at most this many examples per split (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random pairings")
+    p.add_argument("--output", default=None, help="write the metrics as JSON here (default: print them only)")
+
+
+def _add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    from revmux.bench import add_arguments
+
+    add_arguments(p)
 
 
 def run_config_from(args: argparse.Namespace) -> RunConfig:
@@ -92,14 +147,43 @@ def run_config_from(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> dict:
-    from revmux.workflow import run_training
+    """Validate everything, train, then measure the speed-up and print the result table (as ``revmux demo``)."""
+    from accelerate import PartialState
 
-    return run_training(run_config_from(args))
+    from revmux.checks import check_run
+    from revmux.workflow import print_table, resolve_model_path, run_training
+
+    check_speedup_arguments(args)
+    config = run_config_from(args)
+    check_run(config)
+    speedup_file = Path(config.save_dir) / "speedup.json"
+    try:
+        metrics = run_training(config, report=False)
+    finally:
+        remove_empty_folders(config.save_dir)
+    import torch
+
+    if not PartialState(cpu=not torch.cuda.is_available()).is_main_process:  # under `accelerate launch`, one reports
+        return metrics
+    if args.speedup:
+        teacher = Path(config.save_dir) / "teacher"
+        if not teacher.is_dir():  # not fine-tuned here: the given teacher, or the zero-shot base model
+            teacher = Path(config.teacher_dir or resolve_model_path(config.model_name, config.cache_dir))
+        speedup = measure_speedup(teacher, metrics["combine_first"], config.compose_size, args.bench_batch,
+                                  config.max_length, args.bench_repeats)
+        if speedup is not None:
+            metrics["speedup"] = speedup
+            speedup_file.write_text(json.dumps({**speedup, "run_id": metrics.get("run_id")}, indent=2))
+    print()
+    print_table(metrics)
+    return metrics
 
 
 def cmd_eval(args: argparse.Namespace) -> dict:
+    from revmux.checks import check_eval
     from revmux.workflow import evaluate_saved
 
+    check_eval(args)
     metrics = evaluate_saved(args)
     print(json.dumps(metrics, indent=2))
     if args.output:
@@ -116,38 +200,53 @@ def cmd_demo(args: argparse.Namespace) -> dict:
 
 def cmd_bench(args: argparse.Namespace) -> dict:
     from revmux import bench
+    from revmux.bench.config import BenchConfig
+    from revmux.bench.models import SPECIAL_MODELS
 
+    try:
+        config = BenchConfig.from_namespace(args)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    if config.model_name not in SPECIAL_MODELS and not (Path(config.model_name) / "config.json").is_file():
+        raise RunError(f"--model_name {config.model_name!r} is neither {', '.join(SPECIAL_MODELS)} nor a local model "
+                       f"folder with a config.json.")
     return bench.main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="revmux", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    train = sub.add_parser("train", formatter_class=argparse.ArgumentDefaultsHelpFormatter, help="train a teacher (if needed) and a RevMUX adapter, then evaluate")
-    _add_train_arguments(train)
-    train.set_defaults(func=cmd_train)
-    evaluate = sub.add_parser("eval", formatter_class=argparse.ArgumentDefaultsHelpFormatter, help="evaluate a saved adapter (10 random pairings) beside its teacher")
-    _add_eval_arguments(evaluate)
-    evaluate.set_defaults(func=cmd_eval)
-    demo = sub.add_parser("demo", help="MiniLM on MR end to end: teacher, RevMUX N=2 K=3, accuracy and speed-up")
     from revmux.demo import add_arguments as add_demo_arguments
 
-    add_demo_arguments(demo)
-    demo.set_defaults(func=cmd_demo)
-    bench = sub.add_parser("bench", help="side-by-side throughput and memory of the base model and RevMUX")
-    try:
-        from revmux.bench import add_arguments as add_bench_arguments
-
-        add_bench_arguments(bench)
-    except ImportError:  # pragma: no cover - during development only
-        pass
-    bench.set_defaults(func=cmd_bench)
+    parser = _Parser(prog="revmux", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, add, func, text in (
+            ("train", _add_train_arguments, cmd_train,
+             "train a teacher (if needed) and a RevMUX adapter, evaluate, measure the speed-up"),
+            ("eval", _add_eval_arguments, cmd_eval, "evaluate a saved adapter (10 random pairings) beside its teacher"),
+            ("demo", add_demo_arguments, cmd_demo,
+             "MiniLM on MR end to end: teacher, RevMUX N=2 K=3, accuracy and speed-up"),
+            ("bench", _add_bench_arguments, cmd_bench,
+             "side-by-side throughput and memory of the base model and RevMUX")):
+        command = sub.add_parser(name, help=text, description=text, formatter_class=_HelpFormatter)
+        add(command)
+        command.set_defaults(func=func)
     return parser
 
 
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status (2 for a user error, printed as one line on stderr)."""
     args = build_parser().parse_args(argv)
-    args.func(args)
+    with warnings.catch_warnings():
+        for message in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+        try:
+            args.func(args)
+        except USER_ERRORS as e:
+            print(f"revmux {args.command}: error: {_one_line(e)}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -3,10 +3,15 @@
 Requests are sorted by token length before batching, so the N instances that share a composite (and the
 composite's union mask) have similar lengths and little padding is wasted; results are put back in input order.
 A partial last group is completed inside the model. For your own batching, call ``model(**batch)`` directly.
+
+``MuxClassifier.from_pretrained(save_dir / "adapter")`` serves an adapter as ``revmux train`` trained it: its teacher,
+tokenizer, task, max_length and (zero-shot decoders) calibration are read from ``revmux_serving.json``.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -14,7 +19,9 @@ import torch
 from tqdm.auto import tqdm
 
 from revmux.train.data import Example, TaskSpec, get_task
-from revmux.train.heads import ClassificationHead, head_for
+from revmux.train.heads import ClassificationHead, LabelWordHead, head_for
+
+DEFAULT_MAX_LENGTH = 128  # for models without saved serving metadata
 
 
 @dataclass(frozen=True)
@@ -27,19 +34,86 @@ class Prediction:
 class MuxClassifier:
     """Classify texts with a RevMUX model (or any model the heads support, e.g. the N = 1 teacher).
 
+    For an adapter ``revmux train`` saved, ``MuxClassifier.from_pretrained(adapter_dir)`` is the way in: it uses what
+    the adapter was trained with. The constructor takes everything explicitly.
+
     Args:
         model: a RevMUX PeftModel (or a plain transformers model).
         tokenizer: its tokenizer.
         task: a task name (``"sst-2"``, ``"mr"``, ...) or a TaskSpec.
         batch_size: instances per forward pass (a multiple of N keeps every group full).
-        max_length: truncation length in tokens.
+        max_length: truncation length in tokens; use the training-time one (default 128).
+        calibration: a zero-shot decoder's (C,) label-word calibration from training (``revmux_serving.json``).
+
+    Raises:
+        ValueError: if ``max_length`` is not positive, or ``calibration`` is given for a model that is not a zero-shot
+            decoder or has the wrong size.
     """
 
-    def __init__(self, model, tokenizer, task: str | TaskSpec, batch_size: int = 64, max_length: int = 128):
+    def __init__(self, model, tokenizer, task: str | TaskSpec, batch_size: int = 64, max_length: int | None = None,
+                 calibration: Sequence[float] | torch.Tensor | None = None):
+        max_length = DEFAULT_MAX_LENGTH if max_length is None else max_length
+        if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length <= 0:
+            raise ValueError(f"max_length must be a positive number of tokens, got {max_length!r}.")
         self.model = model.eval()
         self.task = get_task(task) if isinstance(task, str) else task
         self.head: ClassificationHead = head_for(model, tokenizer, self.task, max_length)
+        self.serving = None  # the ServingInfo, when loaded with from_pretrained
+        if calibration is not None:
+            self.head.set_calibration(calibration)
+        elif isinstance(self.head, LabelWordHead):
+            warnings.warn("MuxClassifier: a zero-shot decoder without calibration predicts from its label-word prior "
+                          "(revmux train calibrates it). Load a trained adapter with MuxClassifier.from_pretrained("
+                          "adapter_dir), or pass calibration=.", stacklevel=2)
         self.batch_size = batch_size
+
+    @classmethod
+    def from_pretrained(cls, adapter_dir: str | os.PathLike, base_model=None, tokenizer=None,
+                        task: str | TaskSpec | None = None, batch_size: int = 64, max_length: int | None = None,
+                        calibration: Sequence[float] | torch.Tensor | None = None,
+                        **model_kwargs) -> MuxClassifier:
+        """Serve an adapter ``revmux train`` saved, as it was trained.
+
+        Its teacher, tokenizer, task, max_length and (zero-shot decoders) calibration come from
+        ``adapter_dir/revmux_serving.json``; an argument given here overrides the saved value.
+
+        Args:
+            adapter_dir: ``<save_dir>/adapter``.
+            base_model: the teacher, already loaded (e.g. with a ``device_map``); default: loaded from the saved path.
+            tokenizer: default: the one saved with the adapter.
+            task, batch_size, max_length, calibration: as in the constructor; default: the saved ones.
+            **model_kwargs: passed to the teacher's ``from_pretrained`` (``dtype``, ``device_map``, ...).
+
+        Raises:
+            revmux.serving.ServingInfoError: if the adapter has no serving metadata, or ``task`` has other labels.
+            revmux.run_dir.MixedRunError: if the teacher folder was written by another run than the adapter's.
+        """
+        from peft import PeftModel
+
+        from revmux.run_dir import check_same_run
+        from revmux.serving import ServingInfo, load_teacher, load_tokenizer
+
+        info = ServingInfo.load(adapter_dir)
+        spec = info.task_spec(task)
+        teacher = info.teacher
+        if base_model is None:
+            teacher = info.teacher_location(adapter_dir)
+            check_same_run(adapter_dir, info, teacher)
+            base_model = load_teacher(info, teacher, **model_kwargs)
+        else:
+            if model_kwargs:
+                raise ValueError(f"{sorted(model_kwargs)} are for loading the teacher; with base_model= given, load "
+                                 "it with them yourself.")
+            source = getattr(base_model, "name_or_path", "") or ""
+            if source and os.path.isdir(source):  # a base built in memory has no folder to check
+                check_same_run(adapter_dir, info, source)
+        model = PeftModel.from_pretrained(base_model, str(adapter_dir))
+        tokenizer = tokenizer if tokenizer is not None else load_tokenizer(adapter_dir, teacher)
+        max_length = info.max_length if max_length is None else max_length
+        classifier = cls(model, tokenizer, spec, batch_size=batch_size, max_length=max_length,
+                         calibration=calibration if calibration is not None else info.calibration)
+        classifier.serving = info
+        return classifier
 
     def order_by_length(self, examples: Sequence[Example]) -> list[int]:
         """Indices of ``examples`` sorted by token length (longest first; ties keep input order)."""
@@ -47,8 +121,11 @@ class MuxClassifier:
         return sorted(range(len(examples)), key=lambda i: -lengths[i])
 
     def __call__(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None,
-                 progress: bool | None = None) -> list[Prediction]:
+                 progress: bool | None = None, group_by_length: bool = True) -> list[Prediction]:
         """Predictions for ``texts`` (and ``text_pairs`` for pair tasks), in input order.
+
+        With ``group_by_length=False`` the inputs are batched as given: instances ``g*N … g*N+N-1`` of each batch
+        share a composite (your own grouping).
 
         Raises:
             ValueError: if pairs are missing for a pair task, given for a single-text task, or of another length.
@@ -59,7 +136,7 @@ class MuxClassifier:
         if text_pairs is not None and len(text_pairs) != len(texts):
             raise ValueError(f"Got {len(texts)} texts but {len(text_pairs)} text_pairs; pass one pair per text.")
         examples = [Example(t, None if text_pairs is None else text_pairs[i]) for i, t in enumerate(texts)]
-        order = self.order_by_length(examples)
+        order = self.order_by_length(examples) if group_by_length else list(range(len(examples)))
         batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         device = next(self.model.parameters()).device
         results: list[Prediction | None] = [None] * len(examples)

@@ -6,6 +6,7 @@ Used by ``revmux train`` / ``revmux eval`` / ``revmux demo``; every step is also
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import time
@@ -18,11 +19,13 @@ from accelerate import PartialState
 
 import revmux
 from revmux import assets
+from revmux.errors import RunError
 from revmux.train.data import Example, TaskSpec, get_task, load_task
 from revmux.train.heads import head_for
 from revmux.tiny import CLI_ALIASES, tiny_family, tiny_model, tiny_tokenizer
-from revmux.train.cache import CachedExamples, PrefixCache, feature_statistics
+from revmux.train.cache import STORAGE_DTYPES, CachedExamples, PrefixCache, feature_statistics
 from revmux.train.trainer import RevMuxTrainer, evaluate
+from revmux.tuner.config import MUX_TYPES
 
 Family = str
 CALIBRATION_EXAMPLES = 64  # unlabeled training prompts that calibrate a zero-shot decoder's label words
@@ -66,7 +69,57 @@ class RunConfig:
     demux_hidden_size: int | None = None
     resume: bool = False
     save_checkpoints: bool = True
-    cache_dir: str = field(default_factory=lambda: os.environ.get("REVMUX_CACHE", ".cache/revmux"))
+    cache_dir: str = field(default_factory=lambda: str(assets.cache_root()))  # $REVMUX_CACHE, ~/.cache/revmux
+
+    def __post_init__(self):
+        """Check every value that needs neither the model nor the data (``revmux.checks.check_run`` does those).
+
+        Raises:
+            RunError: naming the first wrong field, its value and what it must be.
+        """
+        try:
+            self.task_name = get_task(self.task_name).name  # case-insensitive, like get_task
+        except ValueError as e:
+            raise RunError(str(e)) from None
+        for name in ("task_name", "model_name"):  # (data_dir may be empty for a library caller's own splits)
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise RunError(f"{name} must be a non-empty string, got {getattr(self, name)!r}.")
+        if self.model_type not in MUX_TYPES:
+            raise RunError(f"model_type must be one of {', '.join(MUX_TYPES)}, got {self.model_type!r}.")
+        if self.cache_dtype not in STORAGE_DTYPES:
+            raise RunError(f"cache_dtype must be one of {', '.join(STORAGE_DTYPES)}, got {self.cache_dtype!r}.")
+        for name, low, optional in (("compose_size", 2, False), ("batch_size", 1, False),
+                                    ("gradient_accumulation_steps", 1, False), ("max_length", 1, False),
+                                    ("pairings", 1, False), ("seed", 0, False), ("combine_first", 0, True),
+                                    ("eval_batch_size", 1, True), ("max_train_examples", 1, True),
+                                    ("max_eval_examples", 1, True), ("patience", 1, True),
+                                    ("coupling_hidden_size", 1, True), ("demux_hidden_size", 1, True)):
+            value = getattr(self, name)
+            if optional and value is None:
+                continue
+            if not _is_int(value) or value < low:
+                raise RunError(f"{name} must be an integer >= {low}{' or None' if optional else ''}, got {value!r}.")
+        for name, positive in (("n_epochs", True), ("teacher_epochs", True), ("adapter_lr", False),
+                               ("teacher_lr", False), ("info_nce_weight", False), ("orthogonality_weight", False),
+                               ("cache_memory_mb", False)):
+            value = getattr(self, name)
+            if not _is_number(value) or value < 0 or (positive and value == 0):
+                raise RunError(f"{name} must be a number {'> 0' if positive else '>= 0'}, got {value!r}.")
+        for name, low_open in (("heldout_fraction", True), ("validation_fraction", False)):
+            value = getattr(self, name)
+            if not _is_number(value) or not (0 < value < 1 if low_open else 0 <= value < 1):
+                raise RunError(f"{name} must be a number in {'(0' if low_open else '[0'}, 1), got {value!r}.")
+        for name in ("recompute_prefix", "length_buckets", "standardize", "resume", "save_checkpoints"):
+            if not isinstance(getattr(self, name), bool):
+                raise RunError(f"{name} must be True or False, got {getattr(self, name)!r}.")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python, not a count
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # ---- models ---------------------------------------------------------------------------------------------------
@@ -100,14 +153,62 @@ def load_model(name_or_path: str, family: Family, num_labels: int):
                           eos_token_id=tokenizer.eos_token_id), tokenizer
     tokenizer = tf.AutoTokenizer.from_pretrained(name_or_path)
     if family == "encoder":
-        model = tf.AutoModelForSequenceClassification.from_pretrained(name_or_path, num_labels=num_labels)
+        model = _from_pretrained(tf.AutoModelForSequenceClassification, name_or_path, num_labels=num_labels)
     elif family == "decoder":
-        model = tf.AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
+        model = _from_pretrained(tf.AutoModelForCausalLM, name_or_path, dtype=torch.float32)
     else:
-        model = tf.AutoModelForSeq2SeqLM.from_pretrained(name_or_path)
+        model = _from_pretrained(tf.AutoModelForSeq2SeqLM, name_or_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+HEAD_PREFIXES = ("classifier.", "score.", "classification_head.")  # transformers' sequence-classification heads
+
+
+class _HoldLoadReport(logging.Filter):
+    """Holds back transformers' multi-line ``LOAD REPORT`` warning (``from_pretrained``), to be summarised."""
+
+    def __init__(self):
+        super().__init__()
+        self.held: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" in str(record.msg):
+            self.held.append(record)
+            return False
+        return True
+
+
+def _from_pretrained(auto, name_or_path: str, **options):
+    """``auto.from_pretrained`` with transformers' load report replaced by one line: a newly initialised
+    classification head (what a pretrained encoder without one gets) is expected, since the N = 1 teacher
+    fine-tuning trains it; any other missing, unexpected or mismatched weight is named. If loading fails, the
+    full report is passed on."""
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    hold = _HoldLoadReport()
+    report_logger.addFilter(hold)
+    try:
+        model, info = auto.from_pretrained(name_or_path, output_loading_info=True, **options)
+    except BaseException:
+        report_logger.removeFilter(hold)
+        for record in hold.held:
+            report_logger.handle(record)
+        raise
+    report_logger.removeFilter(hold)
+    missing = sorted(info.get("missing_keys") or [])
+    head = [k for k in missing if k.startswith(HEAD_PREFIXES)]
+    if head:
+        print(f"[revmux] the checkpoint has no classification head: a new one ({', '.join(head)}) is initialised "
+              f"and trained with the N=1 teacher")
+    other = {"missing": [k for k in missing if k not in head], "unexpected": sorted(info.get("unexpected_keys") or []),
+             "mismatched": sorted(str(k) for k in info.get("mismatched_keys") or [])}
+    for kind, keys in other.items():
+        if keys:
+            shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+            print(f"[revmux] warning: {name_or_path}: {len(keys)} {kind} weight(s) when loading "
+                  f"{type(model).__name__}: {shown}")
+    return model
 
 
 # ---- data -----------------------------------------------------------------------------------------------------
@@ -139,9 +240,11 @@ def prepare_splits(config: RunConfig) -> dict[str, list[Example]]:
 
 # ---- training -------------------------------------------------------------------------------------------------
 def _training_args(config: RunConfig, output_dir: Path, lr: float, epochs: float, validate: bool = False,
-                   by_length: bool = False) -> tf.TrainingArguments:
+                   by_length: bool = False, checkpoints: bool | None = None) -> tf.TrainingArguments:
     """With validation, the learning rate is halved after every epoch that does not improve validation accuracy
-    (early stopping ends training after ``patience`` such epochs); without, it decays linearly after a 6 % warm-up."""
+    (early stopping ends training after ``patience`` such epochs); without, it decays linearly after a 6 % warm-up.
+    A checkpoint is saved per epoch if ``checkpoints`` (default: ``config.save_checkpoints``)."""
+    checkpoints = config.save_checkpoints if checkpoints is None else checkpoints
     schedule = dict(lr_scheduler_type="reduce_lr_on_plateau", metric_for_best_model="accuracy",
                     greater_is_better=True, lr_scheduler_kwargs={"mode": "max", "factor": 0.5, "patience": 0}) \
         if validate else dict(lr_scheduler_type="linear", warmup_steps=0.06)
@@ -149,7 +252,7 @@ def _training_args(config: RunConfig, output_dir: Path, lr: float, epochs: float
         output_dir=str(output_dir), per_device_train_batch_size=config.batch_size, num_train_epochs=epochs,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         learning_rate=lr, weight_decay=0.01, logging_steps=10, **schedule,
-        save_strategy="epoch" if config.save_checkpoints else "no", save_total_limit=2, report_to="none",
+        save_strategy="epoch" if checkpoints else "no", save_total_limit=2, report_to="none",
         eval_strategy="epoch" if validate else "no",
         train_sampling_strategy="group_by_length" if by_length else "random",
         remove_unused_columns=False, seed=config.seed, use_cpu=not torch.cuda.is_available(),
@@ -205,7 +308,12 @@ def train_adapter(config: RunConfig, teacher, head, train: list[Example], output
                             info_nce_weight=config.info_nce_weight, orthogonality_weight=config.orthogonality_weight,
                             validation=val_data, patience=config.patience,
                             validation_batch_size=config.eval_batch_size or config.batch_size)
-    resume = config.resume and _last_complete_checkpoint(output_dir)
+    resume = None
+    if config.resume:
+        main_process = PartialState(cpu=not torch.cuda.is_available()).is_main_process
+        resume = _last_complete_checkpoint(output_dir, remove_incomplete=main_process)
+        print(f"[revmux] --resume: from {resume}" if resume else
+              f"[revmux] --resume: no complete checkpoint in {output_dir}; training from the start")
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume or None)
     trainer.restore_best()
@@ -215,14 +323,47 @@ def train_adapter(config: RunConfig, teacher, head, train: list[Example], output
     return model, trainer, facts
 
 
-def _last_complete_checkpoint(output_dir: Path) -> str | None:
-    """The newest ``checkpoint-*`` folder that holds a trainer state (an interrupted save leaves none)."""
-    done = [p for p in output_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+def _last_complete_checkpoint(output_dir: Path, remove_incomplete: bool = False) -> str | None:
+    """The newest ``checkpoint-*`` folder whose save finished, or None.
+
+    The Trainer writes ``trainer_state.json`` last, so a checkpoint is complete when that file parses and the
+    weights are there. An interrupted save (SIGINT while saving) leaves an empty folder or a truncated state; with
+    ``remove_incomplete`` such folders are deleted, since the Trainer would otherwise count them as the newest
+    checkpoints when it rotates (``save_total_limit``) and delete a complete one instead.
+    """
+    import shutil
+
+    weights = ("adapter_model.safetensors", "adapter_model.bin", "model.safetensors", "pytorch_model.bin")
+
+    def finished(folder: Path) -> bool:
+        try:
+            state = json.loads((folder / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(state, dict) and "global_step" in state and any((folder / w).is_file() for w in weights)
+
+    complete, incomplete = [], []
+    for folder in Path(output_dir).glob("checkpoint-*"):
+        if folder.is_dir() and folder.name.split("-")[-1].isdigit():
+            (complete if finished(folder) else incomplete).append(folder)
+    for folder in incomplete if remove_incomplete else ():
+        print(f"[revmux] removing {folder}: an interrupted checkpoint save")
+        shutil.rmtree(folder, ignore_errors=True)
+    return str(max(complete, key=lambda p: int(p.name.split("-")[-1]))) if complete else None
 
 
 def run_training(config: RunConfig, report: bool = True) -> dict:
-    """The whole workflow; writes teacher/, adapter/, metrics.json and training_curve.png under save_dir."""
+    """The whole workflow; writes teacher/, adapter/, metrics.json and training_curve.png under save_dir.
+
+    They are built in a hidden folder inside save_dir and moved into place together at the end
+    (``revmux.run_dir``), so an interrupted run leaves the previous run's artefacts as they were. The adapter folder
+    also gets ``revmux_serving.json`` (``revmux.serving``): task, labels, max_length, teacher, a decoder's calibration.
+    Its ``adapter_config.json`` names the teacher it was trained on as ``base_model_name_or_path``: ``save_dir/teacher``
+    when this run trained (or, for a tiny alias, wrote) one, else the ``--teacher_dir`` or model given.
+    """
+    from revmux import run_dir
+    from revmux.serving import ServingInfo, absolute_model_path, calibration_values
+
     save_dir = Path(config.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     tf.set_seed(config.seed)
@@ -236,38 +377,61 @@ def run_training(config: RunConfig, report: bool = True) -> dict:
     head = head_for(model, tokenizer, task, config.max_length)
     if family == "decoder":  # zero-shot teacher: remove the label-word prior with unlabeled training prompts
         head.calibrate(model, [Example(e.text, e.text_pair) for e in splits["train"][:CALIBRATION_EXAMPLES]])
-    main_process = PartialState().is_main_process  # under `accelerate launch`, only one process writes
-    teacher_log = []
-    if config.teacher_dir is None and family != "decoder":
-        print(f"[revmux] training the N=1 teacher ({family}) on {len(splits['train'])} examples")
-        trainer = train_teacher(config, model, head, splits["train"], save_dir / "teacher_checkpoints")
-        teacher_log = trainer.state.log_history
+    # Under `accelerate launch`, only one process writes. cpu= as the Trainer will use it: a plain PartialState() on a
+    # machine without CUDA sees no distributed run, and every process would think it is the main one.
+    main_process = PartialState(cpu=not torch.cuda.is_available()).is_main_process
+    run_id = run_dir.new_run_id()
+    # Built in a hidden staging folder, published at the end; an exception (Ctrl-C) removes the staging folder.
+    with run_dir.staged(save_dir, run_id, enabled=main_process) as staging:
+        train_own_teacher = config.teacher_dir is None and family != "decoder"
+        # A tiny alias is built in memory: write it, so the adapter names a teacher that loads.
+        write_teacher = train_own_teacher or teacher_source in CLI_ALIASES
+        teacher_log = []
+        if train_own_teacher:
+            print(f"[revmux] training the N=1 teacher ({family}) on {len(splits['train'])} examples")
+            trainer = train_teacher(config, model, head, splits["train"], save_dir / "teacher_checkpoints")
+            teacher_log = trainer.state.log_history
+        if write_teacher and main_process:
+            model.save_pretrained(staging / "teacher")
+            tokenizer.save_pretrained(staging / "teacher")
+            run_dir.stamp(staging / "teacher", run_id)
+        if write_teacher:
+            teacher_path, teacher_run_id = str((save_dir / "teacher").resolve()), run_id
+        else:
+            teacher_path, teacher_run_id = absolute_model_path(teacher_source), run_dir.run_id_of(teacher_source)
+        model.eval()
+        teacher_seconds = time.perf_counter() - started
+
+        print(f"[revmux] training {config.model_type} at N={config.compose_size} on the frozen teacher")
+        muxed, trainer, facts = train_adapter(config, model, head, splits["train"], save_dir / "checkpoints",
+                                              validation=splits["validation"])
         if main_process:
-            model.save_pretrained(save_dir / "teacher")
-            tokenizer.save_pretrained(save_dir / "teacher")
-    model.eval()
-    teacher_seconds = time.perf_counter() - started
+            muxed.peft_config["default"].base_model_name_or_path = teacher_path  # what AutoPeftModel* loads
+            # revmux never resizes embeddings; "auto" would look the teacher up before it is in place
+            muxed.save_pretrained(staging / "adapter", save_embedding_layers=False)
+            tokenizer.save_pretrained(staging / "adapter")
+            ServingInfo(task=task.name, label_names=task.label_names, max_length=config.max_length, family=family,
+                        teacher=teacher_path, model_class=type(model).__name__, calibration=calibration_values(head),
+                        run_id=run_id, teacher_run_id=teacher_run_id).save(staging / "adapter")
+        train_seconds = time.perf_counter() - started - teacher_seconds
 
-    print(f"[revmux] training {config.model_type} at N={config.compose_size} on the frozen teacher")
-    muxed, trainer, facts = train_adapter(config, model, head, splits["train"], save_dir / "checkpoints",
-                                          validation=splits["validation"])
-    if main_process:
-        muxed.save_pretrained(save_dir / "adapter")
-        tokenizer.save_pretrained(save_dir / "adapter")
-    train_seconds = time.perf_counter() - started - teacher_seconds
-
-    metrics = evaluate_run(config, muxed, head, task, splits)
-    metrics.update(config=asdict(config), family=family, teacher_seconds=teacher_seconds,
-                   adapter_seconds=train_seconds, combine_first=muxed.peft_config["default"].combine_first,
-                   training=facts, adapter_log=trainer.state.log_history, teacher_log=teacher_log)
-    if main_process:
-        (save_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        plot_curves(trainer.state.log_history, teacher_log, save_dir / "training_curve.png",
-                    validation=facts.get("validation_history"),
-                    title=f"{config.model_name} on {config.task_name}: {config.model_type}, N={config.compose_size}, "
-                          f"K={metrics['combine_first']}")
-        if report:
-            print_table(metrics)
+        metrics = evaluate_run(config, muxed, head, task, splits)
+        metrics.update(run_id=run_id, config=asdict(config), family=family, teacher=teacher_path,
+                       teacher_seconds=teacher_seconds, adapter_seconds=train_seconds,
+                       combine_first=muxed.peft_config["default"].combine_first,
+                       training=facts, adapter_log=trainer.state.log_history, teacher_log=teacher_log)
+        if main_process:
+            (staging / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            plot_curves(trainer.state.log_history, teacher_log, staging / "training_curve.png",
+                        validation=facts.get("validation_history"),
+                        title=f"{config.model_name} on {config.task_name}: {config.model_type}, "
+                              f"N={config.compose_size}, K={metrics['combine_first']}")
+            # The previous run's teacher/ stays only when this run's adapter was trained on it.
+            keep = ("teacher",) if not write_teacher and teacher_path == str((save_dir / "teacher").resolve()) else ()
+            placed = run_dir.publish(staging, save_dir, keep=keep)
+            print(f"[revmux] wrote {', '.join(placed)} to {save_dir}")
+            if report:
+                print_table(metrics)
     return metrics
 
 
@@ -293,10 +457,11 @@ def print_table(metrics: dict) -> None:
                      f"{100 * r['accuracy']:.2f} ± {100 * r['accuracy_std']:.2f}"))
     if "speedup" in metrics:
         s = metrics["speedup"]
-        rows.append(("speed-up", "1.00x", f"{s['speedup']:.2f}x (ceiling {s['ceiling']:.2f}x)"))
+        rows.append(("speed-up", "1.00x", f"{s['speedup']:.2f}x (ceiling {s['ceiling']:.2f}x; "
+                                          f"{s.get('device', 'cpu')}, batch {s['batch_size']} x {s['length']} tokens)"))
     width = [max(len(r[i]) for r in rows) for i in range(3)]
     for i, row in enumerate(rows):
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, width)))
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, width)).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in width))
 
@@ -342,22 +507,53 @@ def plot_curves(log_history: list[dict], teacher_log: list[dict], path: Path,
 
 
 def evaluate_saved(args) -> dict:
-    """``revmux eval``: a saved adapter on its teacher, dev and held-out (the labeled test file, if any)."""
+    """``revmux eval``: a saved adapter on its teacher, dev and held-out (the labeled test file, if any).
+
+    What the adapter was trained with comes from its ``revmux_serving.json``: the teacher (``args.model_name``
+    overrides it, and must be the same run's), ``max_length`` (``args.max_length`` overrides it) and a zero-shot
+    decoder's calibration (used as saved, never recomputed on other prompts).
+
+    Raises:
+        revmux.run_dir.MixedRunError: if the teacher and the adapter (or metrics.json) come from different runs.
+        revmux.serving.ServingInfoError: if the task's labels differ from the adapter's.
+    """
+    import warnings
+
     from peft import PeftModel
 
+    from revmux.run_dir import check_same_run
+    from revmux.serving import ServingInfo, ServingInfoError
+
     task = get_task(args.task_name)
+    info = ServingInfo.find(args.adapter_dir)
+    if info is not None:
+        info.task_spec(task)  # the same labels
+    model_name = getattr(args, "model_name", None) or (info.teacher_location(args.adapter_dir) if info else None)
+    if model_name is None:
+        raise ServingInfoError(f"{args.adapter_dir} has no revmux_serving.json naming its teacher; pass --model_name "
+                               "(the teacher the adapter was trained on).")
+    max_length = getattr(args, "max_length", None)
+    if max_length is None:
+        max_length = info.max_length if info is not None else RunConfig.__dataclass_fields__["max_length"].default
+    elif info is not None and max_length != info.max_length:
+        warnings.warn(f"evaluating at max_length {max_length}; the adapter was trained at {info.max_length}.",
+                      stacklevel=2)
     splits = load_task(args.task_name, args.data_dir)
-    teacher_path = resolve_model_path(args.model_name, os.environ.get("REVMUX_CACHE", ".cache/revmux"))
+    teacher_path = resolve_model_path(model_name)
+    if info is not None:
+        check_same_run(args.adapter_dir, info, teacher_path)
     family = model_family(teacher_path)
     base, tokenizer = load_model(teacher_path, family, len(task.label_names))
     muxed = PeftModel.from_pretrained(base, args.adapter_dir).eval()
-    head = head_for(muxed, tokenizer, task, args.max_length)
-    if family == "decoder" and splits.get("train"):  # the same calibration as in training
+    head = head_for(muxed, tokenizer, task, max_length)
+    if info is not None and info.calibration is not None:
+        head.set_calibration(info.calibration)  # the one training used
+    elif family == "decoder" and splits.get("train"):
+        warnings.warn(f"{args.adapter_dir} has no saved calibration (it was not saved by this revmux's `revmux "
+                      "train`); calibrating on the first training prompts, which may differ from training's.",
+                      stacklevel=2)
         with muxed.disable_adapter():
             head.calibrate(muxed, [Example(e.text, e.text_pair) for e in splits["train"][:CALIBRATION_EXAMPLES]])
-    config = RunConfig(task_name=args.task_name, model_name=args.model_name, data_dir=args.data_dir, save_dir="",
-                       batch_size=args.batch_size, pairings=args.pairings, seed=args.seed,
-                       max_eval_examples=args.max_eval_examples)
     test = [e for e in splits.get("test", []) if e.label >= 0]
     limit = args.max_eval_examples
     evaluated = {"dev": splits["dev"][:limit] if limit else splits["dev"]}
@@ -366,8 +562,8 @@ def evaluate_saved(args) -> dict:
     metrics = {}
     for split, examples in evaluated.items():
         with muxed.disable_adapter():
-            metrics[f"teacher_{split}"] = evaluate(muxed, head, examples, config.batch_size, pairings=1,
+            metrics[f"teacher_{split}"] = evaluate(muxed, head, examples, args.batch_size, pairings=1,
                                                    f1=task.name == "mrpc")
-        metrics[f"revmux_{split}"] = evaluate(muxed, head, examples, config.batch_size, pairings=config.pairings,
-                                              seed=config.seed, f1=task.name == "mrpc", progress=True)
+        metrics[f"revmux_{split}"] = evaluate(muxed, head, examples, args.batch_size, pairings=args.pairings,
+                                              seed=args.seed, f1=task.name == "mrpc", progress=True)
     return metrics

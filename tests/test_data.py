@@ -161,3 +161,31 @@ def test_split_examples_is_a_seeded_partition():
     assert split_examples(examples, 10, 5, seed=4) != splits
     with pytest.raises(ValueError, match="smaller sizes"):
         split_examples(examples, n_dev=30, n_test=20)
+
+
+def test_load_task_accepts_the_glue_root(tmp_path):
+    """The paper's scripts take the GLUE root (SST-2/, RTE/, ... side by side) and join the task folder."""
+    (tmp_path / "SST-2").mkdir()
+    (tmp_path / "RTE").mkdir()
+    write(tmp_path / "SST-2" / "train.tsv", "sentence\tlabel", "good\t1")
+    write(tmp_path / "RTE" / "dev.tsv", "index\tsentence1\tsentence2\tlabel", "0\tP.\tH.\tentailment")
+    assert load_task("sst-2", tmp_path) == {"train": [Example("good", None, 1)]}
+    assert load_task("RTE", tmp_path) == {"dev": [Example("P.", "H.", 0)]}
+    assert load_task("sst-2", tmp_path / "SST-2") == load_task("sst-2", tmp_path)  # the task folder itself too
+    with pytest.raises(DataError, match=r"no train\.tsv or dev\.tsv for task 'qnli'.*GLUE root holding it as QNLI/"):
+        load_task("qnli", tmp_path)
+
+
+def test_a_field_over_the_csv_limit_says_what_is_wrong(tmp_path):
+    import csv
+
+    limit = csv.field_size_limit()
+    path = write(tmp_path / "train.tsv", "sentence\tlabel", "x" * (limit + 1) + "\t1")
+    with pytest.raises(DataError, match=rf"line 2: a field is longer than {limit:,} characters.*one example per "
+                                        r"line") as error:
+        read_glue("sst-2", path)
+    assert "quoting" not in str(error.value)
+    path = tmp_path / "data.csv"  # an unbalanced quote runs the field on over the following lines
+    path.write_text("text,label\n\"opened,1\n" + "".join(f"row {i},0\n" for i in range(limit // 8)), encoding="utf-8")
+    with pytest.raises(DataError, match=r"longer than .* characters.*unbalanced \""):
+        read_table(path, "text", "label")

@@ -105,6 +105,8 @@ def _read_rows(path: Path, delimiter: str, quoting: int) -> tuple[list[str], lis
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not valid UTF-8 ({e}). Re-save the file as UTF-8.") from e
     except csv.Error as e:
+        if "field larger than field limit" in str(e):
+            raise DataError(_field_too_long(path, reader.line_num, quoting)) from e
         raise DataError(f"{path}: line {reader.line_num}: malformed CSV ({e}). Check the quoting of that row.") from e
     while rows and not rows[-1][1]:
         rows.pop()
@@ -120,6 +122,19 @@ def _read_rows(path: Path, delimiter: str, quoting: int) -> tuple[list[str], lis
         raise DataError(f"{path}: duplicate column name(s) {duplicates} in the header; give each column a unique "
                         f"name.")
     return header, rows[1:]
+
+
+def _field_too_long(path: Path, line_no: int, quoting: int) -> str:
+    """The message for a field over ``csv.field_size_limit()``: what is wrong, and the likely cause per format."""
+    limit = csv.field_size_limit()
+    if quoting == csv.QUOTE_NONE:  # tab-separated, quotes literal: a field never runs over a line break
+        cause = ("Tab-separated files hold one example per line, so this is one very long text: check that the file "
+                 "really is tab-separated with one example per line")
+    else:
+        cause = (f"Usually an opening quote character without its closing quote makes the field run on over the "
+                 f"following lines: look for an unbalanced \" at or before line {line_no}")
+    return (f"{path}: line {line_no}: a field is longer than {limit:,} characters, the csv module's field size limit. "
+            f"{cause} (a text that really is this long: raise the limit with csv.field_size_limit(n)).")
 
 
 def _column(path: Path, header: list[str], name: str, expected: str) -> int:
@@ -210,8 +225,38 @@ def read_table(path: str | os.PathLike, text_column: str, label_column: str | No
     return _examples(path, header, rows, text, pair, label, label_names)
 
 
+def _has_split(folder: Path) -> bool:
+    return (folder / "train.tsv").is_file() or (folder / "dev.tsv").is_file()
+
+
+def task_folder(task_name: str, data_dir: str | os.PathLike) -> Path:
+    """The folder holding ``task_name``'s TSV files: ``data_dir`` itself, or, for the GLUE root the paper's scripts
+    take (``SST-2/``, ``RTE/``, ``QNLI/``, ``MRPC/`` side by side), its subfolder named after the task (any case).
+
+    Raises:
+        ValueError: for an unknown task.
+        DataError: if neither ``data_dir`` nor such a subfolder holds train.tsv or dev.tsv.
+    """
+    spec = get_task(task_name)
+    data_dir = Path(data_dir)
+    if _has_split(data_dir):
+        return data_dir
+    subfolders = [p for p in data_dir.iterdir() if p.is_dir()] if data_dir.is_dir() else []
+    for sub in subfolders:
+        if sub.name.lower() == spec.name and _has_split(sub):
+            return sub
+    hint = " For MR, run revmux.assets.fetch_mr(data_dir) to create them." if spec.name == "mr" else ""
+    found = sorted(p.name for p in data_dir.iterdir()) if data_dir.is_dir() else "the folder does not exist"
+    raise DataError(f"{data_dir}: no train.tsv or dev.tsv for task {spec.name!r} (found: {found}). Expected the task "
+                    f"folder, or the GLUE root holding it as {spec.name.upper()}/, with train.tsv and/or dev.tsv (and "
+                    f"optionally test.tsv) in the GLUE {spec.name.upper()} format ({_GLUE_COLUMNS[spec.name].fmt})."
+                    f"{hint}")
+
+
 def load_task(task_name: str, data_dir: str | os.PathLike) -> dict[str, list[Example]]:
-    """Read ``train.tsv``, ``dev.tsv`` and ``test.tsv`` of a GLUE-format task folder, those present.
+    """Read ``train.tsv``, ``dev.tsv`` and ``test.tsv`` of a GLUE-format task, those present.
+
+    ``data_dir`` is the task folder or the GLUE root holding it (``task_folder``).
 
     Returns:
         ``{"train": [...], "dev": [...], "test": [...]}`` with only the splits whose file exists.
@@ -221,14 +266,8 @@ def load_task(task_name: str, data_dir: str | os.PathLike) -> dict[str, list[Exa
         DataError: if the folder holds neither train.tsv nor dev.tsv, or a file is malformed.
     """
     spec = get_task(task_name)
-    data_dir = Path(data_dir)
+    data_dir = task_folder(spec.name, data_dir)
     present = {split: data_dir / f"{split}.tsv" for split in SPLITS if (data_dir / f"{split}.tsv").is_file()}
-    if "train" not in present and "dev" not in present:
-        hint = " For MR, run revmux.assets.fetch_mr(data_dir) to create them." if spec.name == "mr" else ""
-        found = sorted(p.name for p in data_dir.iterdir()) if data_dir.is_dir() else "the folder does not exist"
-        raise DataError(f"{data_dir}: no train.tsv or dev.tsv for task {spec.name!r} (found: {found}). Expected "
-                        f"train.tsv and/or dev.tsv, and optionally test.tsv, in the GLUE {spec.name.upper()} "
-                        f"format ({_GLUE_COLUMNS[spec.name].fmt}).{hint}")
     return {split: read_glue(spec.name, path) for split, path in present.items()}
 
 

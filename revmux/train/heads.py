@@ -75,6 +75,15 @@ class ClassificationHead:
         """(B,) position of the last hidden state the losses compare (student vs teacher)."""
         raise NotImplementedError
 
+    def set_calibration(self, values) -> None:
+        """Use a saved zero-shot calibration: (C,) values subtracted from the class logits (``LabelWordHead``).
+
+        Raises:
+            ValueError: for a head that is not calibrated (only zero-shot decoders are).
+        """
+        raise ValueError(f"{type(self).__name__} ({self.family} models) takes no calibration: only zero-shot decoders "
+                         "(label words read by the LM head) are calibrated. Pass calibration=None.")
+
     def _tokenize(self, texts, pairs=None) -> dict:
         with self._tokenizer_settings():  # right padding: RevMUX shares positions within a group
             return self.tokenizer(texts, pairs, padding=True, truncation=True, max_length=self.max_length,
@@ -166,7 +175,9 @@ class LabelWordHead(ClassificationHead):
         ids = self.label_ids.to(hidden.device)
         bias = None if getattr(head, "bias", None) is None else head.bias[ids]
         logits = F.linear(picked.to(head.weight.dtype), head.weight[ids], bias)  # (B, C)
-        return logits if self.calibration is None else logits - self.calibration.to(logits.device)
+        if self.calibration is None:
+            return logits
+        return logits - self.calibration.to(logits.device, logits.dtype)  # a saved vector reads back as float32
 
     @torch.no_grad()
     def calibrate(self, model, examples: Sequence[Example], batch_size: int = 16) -> torch.Tensor:
@@ -183,6 +194,18 @@ class LabelWordHead(ClassificationHead):
         model.train(was_training)
         self.calibration = torch.cat(logits).mean(0)  # (C,)
         return self.calibration
+
+    def set_calibration(self, values) -> None:
+        """Use a saved calibration (what ``calibrate`` computed in training) instead of computing one.
+
+        Raises:
+            ValueError: unless ``values`` holds one finite number per class.
+        """
+        vector = torch.as_tensor(values, dtype=torch.float32) if not torch.is_tensor(values) else values.detach()
+        if vector.shape != (len(self.task.label_names),) or not bool(torch.isfinite(vector).all()):
+            raise ValueError(f"A calibration needs one finite value per class of {self.task.name!r} "
+                             f"({len(self.task.label_names)}), got {values!r}.")
+        self.calibration = vector
 
     def positions(self, batch):
         return batch["attention_mask"].sum(-1) - 1
@@ -232,8 +255,10 @@ def head_for(model, tokenizer, task: TaskSpec, max_length: int = 128) -> Classif
     if type(hf).__name__.endswith("ForSequenceClassification"):
         reads = sequence_classifier_reads(hf)
         if reads == "all":
-            raise ValueError(f"revmux does not know which position {type(hf).__name__}'s head reads; add its "
-                             "model_type to revmux.tuner.architectures.CLS_HEAD_MODELS or LAST_TOKEN_HEAD_MODELS.")
+            raise ValueError(f"revmux does not know which position {type(hf).__name__}'s head reads: it is neither a "
+                             "transformers decoder classifier (last non-pad token) nor an encoder listed in "
+                             "revmux.tuner.architectures.CLS_HEAD_MODELS. Use a causal LM with label words, or "
+                             "report the model.")
         return SequenceClassifierHead(tokenizer, task, max_length, reads, config.get_text_config().pad_token_id)
     if hf.get_output_embeddings() is not None:
         return LabelWordHead(tokenizer, task, max_length)

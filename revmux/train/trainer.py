@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import Trainer
+from transformers.trainer_callback import ProgressCallback
 
 from revmux.train.data import Example
 from revmux.train.heads import ClassificationHead, revmux_tuner
@@ -91,6 +92,8 @@ class RevMuxTrainer(Trainer):
         if validation is not None:
             kwargs.setdefault("eval_dataset", validation)
         super().__init__(*args, **kwargs)
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(_EpochLines())
         self.head, self.info_nce_weight, self.orthogonality_weight = head, info_nce_weight, orthogonality_weight
         self.validation, self.patience, self.validation_batch_size = validation, patience, validation_batch_size
         self.best: dict = {"accuracy": None, "epoch": None, "adapter": None}  # model selection on validation
@@ -151,6 +154,20 @@ class RevMuxTrainer(Trainer):
             logs[f"loss_{name}"] = round(sum(values) / len(values), 4)
         self._parts = {}
         super().log(logs, *args, **kwargs)
+
+
+class _EpochLines(ProgressCallback):
+    """transformers' progress bars, with one line per validation instead of a dict every ``logging_steps`` (the
+    losses stay in ``state.log_history``, metrics.json and the training-curve PNG)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or self.training_bar is None or "eval_accuracy" not in logs:
+            return
+        losses = [h for h in state.log_history if "loss" in h][-1:]  # the latest training-loss entry
+        parts = ", ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in (losses[0] if losses else {}).items()
+                          if k.startswith("loss"))
+        self.training_bar.write(f"epoch {state.epoch:.0f}: validation accuracy {100 * logs['eval_accuracy']:.2f}"
+                                + (f" (loss: {parts})" if parts else ""))
 
 
 def predict(model, head: ClassificationHead, examples: Sequence[Example], batch_size: int,

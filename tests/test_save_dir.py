@@ -1,0 +1,198 @@
+"""A save_dir always holds one consistent run: an interrupted run leaves the previous one in place, artefacts of two
+runs are refused together, and an interrupted checkpoint never breaks ``--resume``."""
+
+import argparse
+import hashlib
+import json
+import shutil
+
+import pytest
+import torch
+from test_cli import write_sentiment_tsvs
+
+import revmux
+from revmux import run_dir, workflow
+from revmux.cli import main
+from revmux.inference import MuxClassifier
+from revmux.run_dir import MixedRunError
+from revmux.serving import ServingInfo, ServingInfoError
+from revmux.tiny import tiny_model, tiny_tokenizer
+
+ARGS = ["--task_name", "sst-2", "--model_name", "tiny-bert", "--batch_size", "16", "--combine_first", "2",
+        "--compose_size", "2", "--teacher_lr", "1e-3", "--pairings", "2"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One complete tiny-bert run (1 epoch, checkpoints kept); tests work on copies."""
+    root = tmp_path_factory.mktemp("finished")
+    data = write_sentiment_tsvs(root / "data")
+    main(["train", *ARGS, "--n_epochs", "1", "--data_dir", str(data), "--save_dir", str(root / "run")])
+    return data, root / "run"
+
+
+def _copy(finished_run, tmp_path):
+    data, save = finished_run
+    shutil.copytree(save, tmp_path / "run")
+    return data, tmp_path / "run"
+
+
+def _digests(folder):
+    """sha256 of every file in save_dir (training checkpoints aside, and speedup.json, which the command line
+    writes after the run)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and "checkpoint" not in str(p.relative_to(folder)) and p.name != "speedup.json"}
+
+
+def test_an_interrupted_run_leaves_the_previous_run_in_place(finished_run, tmp_path, monkeypatch):
+    data, save = _copy(finished_run, tmp_path)
+    before = _digests(save)
+    assert {"teacher/model.safetensors", "adapter/adapter_model.safetensors", "metrics.json"} <= set(before)
+
+    def interrupted(*args, **kwargs):  # SIGINT after the new teacher was trained and saved
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(workflow, "train_adapter", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(["train", *ARGS, "--seed", "1", "--n_epochs", "1", "--data_dir", str(data), "--save_dir", str(save)])
+    assert _digests(save) == before  # no new teacher/ beside the old adapter/ and metrics.json, nothing left over
+
+    output = tmp_path / "eval.json"
+    main(["eval", "--task_name", "sst-2", "--model_name", str(save / "teacher"), "--adapter_dir",
+          str(save / "adapter"), "--data_dir", str(data), "--batch_size", "16", "--pairings", "2", "--output",
+          str(output)])
+    evaluated, trained = json.loads(output.read_text()), json.loads((save / "metrics.json").read_text())
+    assert evaluated["revmux_dev"]["accuracies"] == trained["revmux_dev"]["accuracies"]
+    assert evaluated["teacher_dev"]["accuracy"] == trained["teacher_dev"]["accuracy"]
+
+
+def test_every_artefact_carries_the_run_id(finished_run):
+    _, save = finished_run
+    run_id = json.loads((save / "metrics.json").read_text())["run_id"]
+    assert run_dir.run_id_of(save / "teacher") == run_id
+    info = ServingInfo.load(save / "adapter")
+    assert info.run_id == info.teacher_run_id == run_id
+    assert not list(save.glob(run_dir.STAGING_PREFIX + "*"))  # the staging folder is gone
+
+
+def _saved_pair(folder, teacher_run, adapter_teacher_run, adapter_run="a1"):
+    """A tiny teacher stamped by run ``teacher_run``; an adapter that says it was trained on ``adapter_teacher_run``."""
+    tokenizer = tiny_tokenizer()
+    teacher = tiny_model("tiny-bert", len(tokenizer)).eval()
+    teacher.save_pretrained(folder / "teacher")
+    tokenizer.save_pretrained(folder / "teacher")
+    run_dir.stamp(folder / "teacher", teacher_run)
+    torch.manual_seed(0)
+    adapter = folder / "adapter"
+    revmux.get_revmux_model(teacher, revmux.RevMuxConfig(compose_size=2)).save_pretrained(adapter)
+    tokenizer.save_pretrained(adapter)
+    ServingInfo(task="sst-2", label_names=("0", "1"), max_length=32, family="encoder",
+                teacher=str(folder / "teacher"), model_class="BertForSequenceClassification", run_id=adapter_run,
+                teacher_run_id=adapter_teacher_run).save(adapter)
+    return folder / "teacher", adapter
+
+
+def test_a_teacher_and_an_adapter_of_two_runs_are_refused(tmp_path):
+    data = write_sentiment_tsvs(tmp_path / "data", sizes=(8, 8, 8))
+    teacher, adapter = _saved_pair(tmp_path, teacher_run="new", adapter_teacher_run="old")
+    args = argparse.Namespace(task_name="sst-2", adapter_dir=str(adapter), model_name=str(teacher),
+                              data_dir=str(data), batch_size=8, pairings=1, max_length=None, max_eval_examples=None,
+                              seed=0, output=None)
+    with pytest.raises(MixedRunError, match="two different runs"):
+        workflow.evaluate_saved(args)
+    with pytest.raises(MixedRunError, match="two different runs"):
+        MuxClassifier.from_pretrained(adapter)
+
+    (teacher / run_dir.RUN_FILE).write_text(json.dumps({"run_id": "old"}))  # the right teacher
+    (tmp_path / "metrics.json").write_text(json.dumps({"run_id": "another"}))
+    with pytest.raises(MixedRunError, match="mixes two runs"):
+        workflow.evaluate_saved(args)
+    (tmp_path / "metrics.json").write_text(json.dumps({"run_id": "a1"}))
+    assert workflow.evaluate_saved(args)["revmux_dev"]["n"] == 8
+    assert MuxClassifier.from_pretrained(adapter).task.name == "sst-2"
+
+
+def test_publish_replaces_the_previous_run_as_a_whole(tmp_path):
+    save = tmp_path / "run"
+    for name in ("teacher", "adapter"):
+        (save / name).mkdir(parents=True)
+        (save / name / "old").write_text("old")
+    (save / "metrics.json").write_text("old")
+    (save / "training_curve.png").write_text("old")
+    leftover = save / f"{run_dir.STAGING_PREFIX}earlier"
+    leftover.mkdir()
+
+    staging = run_dir.staging_dir(save, "r2")
+    assert not leftover.exists()  # an interrupted run's leftovers are cleared
+    (staging / "adapter").mkdir()
+    (staging / "adapter" / "new").write_text("new")
+    (staging / "metrics.json").write_text("new")
+    assert run_dir.publish(staging, save, keep=("teacher",)) == ["adapter", "metrics.json"]
+    assert (save / "teacher" / "old").exists()  # kept: the new adapter was trained on it
+    assert (save / "adapter" / "new").exists() and not (save / "adapter" / "old").exists()
+    assert (save / "metrics.json").read_text() == "new"
+    assert not (save / "training_curve.png").exists()  # the old run's curve does not describe the new run
+    assert not staging.exists()
+
+    staging = run_dir.staging_dir(save, "r3")
+    (staging / "adapter").mkdir()
+    run_dir.publish(staging, save)
+    assert not (save / "teacher").exists()  # another teacher's adapter: the old teacher/ does not belong to it
+
+
+def test_last_complete_checkpoint_skips_interrupted_saves(tmp_path):
+    def checkpoint(step, state=True, weights=True, text=None):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if state:
+            (folder / "trainer_state.json").write_text(text or json.dumps({"global_step": step}))
+        if weights:
+            (folder / "adapter_model.safetensors").write_bytes(b"x")
+        return folder
+
+    checkpoint(6)
+    checkpoint(12)
+    empty = checkpoint(18, state=False, weights=False)  # SIGINT right after the folder was made
+    truncated = checkpoint(24, text='{"global_step": 2')  # SIGINT while writing the state
+    no_weights = checkpoint(30, weights=False)
+    assert workflow._last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-12")
+    assert empty.exists() and truncated.exists() and no_weights.exists()  # only looked at
+    assert workflow._last_complete_checkpoint(tmp_path, remove_incomplete=True) == str(tmp_path / "checkpoint-12")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-12", "checkpoint-6"]
+
+
+def test_resume_after_an_interrupted_checkpoint(finished_run, tmp_path):
+    data, save = _copy(finished_run, tmp_path)
+    (epoch_one,) = (save / "checkpoints").glob("checkpoint-*")
+    steps = int(epoch_one.name.split("-")[1])
+    (save / "checkpoints" / f"checkpoint-{2 * steps}").mkdir()  # epoch 2's save, interrupted: empty
+    interrupted = save / "checkpoints" / f"checkpoint-{3 * steps}"
+    shutil.copytree(epoch_one, interrupted)  # a later save, interrupted while writing its state
+    (interrupted / "trainer_state.json").write_text('{"best_metric": null, "epoch": 3.0, "glob')
+    main(["train", *ARGS, "--teacher_dir", str(save / "teacher"), "--n_epochs", "2", "--data_dir", str(data),
+          "--save_dir", str(save), "--resume"])
+    checkpoints = sorted((save / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert [p.name for p in checkpoints] == [epoch_one.name, f"checkpoint-{2 * steps}"]
+    state = json.loads((checkpoints[-1] / "trainer_state.json").read_text())
+    assert state["epoch"] == 2.0 and state["global_step"] == 2 * steps
+    assert (save / "teacher" / "model.safetensors").exists()  # the adapter's teacher stays
+    info = ServingInfo.load(save / "adapter")
+    assert info.teacher == str((save / "teacher").resolve())
+    assert info.teacher_run_id == run_dir.run_id_of(save / "teacher") != info.run_id
+
+
+def test_a_save_dir_moved_as_a_whole_still_serves(tmp_path):
+    teacher, adapter = _saved_pair(tmp_path / "before", teacher_run="t1", adapter_teacher_run="t1")
+    moved = tmp_path / "after"
+    shutil.move(tmp_path / "before", moved)
+    data = write_sentiment_tsvs(tmp_path / "data", sizes=(8, 8, 8))
+    classify = MuxClassifier.from_pretrained(moved / "adapter")
+    assert classify.model.get_base_model().name_or_path == str(moved / "teacher")
+    args = argparse.Namespace(task_name="sst-2", adapter_dir=str(moved / "adapter"), model_name=None,
+                              data_dir=str(data), batch_size=8, pairings=1, max_length=None, max_eval_examples=None,
+                              seed=0, output=None)
+    assert workflow.evaluate_saved(args)["revmux_dev"]["n"] == 8
+    shutil.rmtree(moved / "teacher")
+    with pytest.raises(ServingInfoError, match="is not there"):
+        MuxClassifier.from_pretrained(moved / "adapter")
