@@ -16,7 +16,7 @@ import transformers as tf
 
 from revmux.errors import RunError
 from revmux.tiny import CLI_ALIASES, tiny_model
-from revmux.train.data import get_task, load_task
+from revmux.train.data import load_task
 
 __all__ = ["RunError", "check_run", "check_eval", "check_model"]
 
@@ -73,24 +73,27 @@ def check_run(config) -> None:
             sets), a teacher_dir that is not a model folder, or any ``check_model`` problem.
         DataError: for a missing or malformed data file.
     """
-    from revmux.workflow import prepare_splits, resolve_model_path
+    from revmux.workflow import prepare_splits, resolve_model_path, task_and_splits
 
-    splits = prepare_splits(config)
+    task, files = task_and_splits(config)
+    splits = prepare_splits(config, files)
     where = {"train": "train.tsv", "dev": "dev.tsv", "heldout": "the labeled test.tsv, else a slice of train.tsv",
              "validation": "a slice of train.tsv (--validation_fraction)"}
     for split, examples in splits.items():
         if not examples and (split != "validation" or config.validation_fraction):
-            raise RunError(f"{config.data_dir}: the {split} split is empty (from {where[split]}); "
+            raise RunError(f"{config.data_dir or config.train_file}: the {split} split is empty (from "
+                           f"{where[split]}); "
                            f"{'add examples' if split != 'validation' else 'use --validation_fraction 0'} "
                            f"(a file needs data rows under its header line).")
     if len(splits["train"]) < config.compose_size:
-        raise RunError(f"{config.data_dir}: {len(splits['train'])} training example(s) left after the held-out and "
-                       f"validation slices: fewer than one group of compose_size={config.compose_size}; add examples.")
+        raise RunError(f"{config.data_dir or config.train_file}: {len(splits['train'])} training example(s) left "
+                       f"after the held-out and validation slices: fewer than one group of "
+                       f"compose_size={config.compose_size}; add examples.")
     if config.teacher_dir is not None and not (Path(config.teacher_dir) / "config.json").is_file():
         raise RunError(f"teacher_dir {config.teacher_dir!r} is not a model folder (no config.json); pass the "
                        f"teacher/ folder a previous run saved, or leave it out to train one.")
     source = config.teacher_dir or resolve_model_path(config.model_name, config.cache_dir)
-    check_model(source, len(get_task(config.task_name).label_names), config.compose_size, config.combine_first,
+    check_model(source, len(task.label_names), config.compose_size, config.combine_first,
                 config.max_length, mux_type=config.model_type, standardize=config.standardize,
                 coupling_hidden_size=config.coupling_hidden_size, demux_hidden_size=config.demux_hidden_size)
 

@@ -54,7 +54,8 @@ def _task_name(value: str) -> str:
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     d = _DEFAULTS
     # The paper's arguments, verbatim (the defaults are revmux's, RunConfig's: they converge; see docs/training.md).
-    p.add_argument("--task_name", required=True, type=_task_name, choices=TASK_NAMES, help="the task (any case)")
+    p.add_argument("--task_name", default=None, type=_task_name, choices=TASK_NAMES,
+                   help="a GLUE task read from --data_dir (any case); leave it out with --train_file (default: none)")
     p.add_argument("--model_name", required=True,
                    help="a local model folder or hub id; offline aliases: minilm, smollm2, tiny-bert, tiny-llama, "
                         "tiny-t5")
@@ -68,11 +69,29 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--combine_first", type=int, default=d["combine_first"],
                    help="K, layers run per instance before mixing (default: half of the layer stack)")
     p.add_argument("--compose_size", type=int, default=d["compose_size"], help="N, instances per composite")
-    p.add_argument("--data_dir", required=True,
+    p.add_argument("--data_dir", default=None,
                    help="the task folder with train.tsv / dev.tsv (/ test.tsv) in GLUE format, or the GLUE root "
-                        "holding it (SST-2/, RTE/, QNLI/, MRPC/)")
+                        "holding it (SST-2/, RTE/, QNLI/, MRPC/); or use --train_file (default: none)")
     p.add_argument("--adapter_lr", type=float, default=d["adapter_lr"], help="the paper used 2e-5 with 50 epochs")
     p.add_argument("--save_dir", required=True, help="where the teacher, adapter, metrics and curves go")
+    # Your own data (revmux.tables; docs/own-data.md), instead of --task_name/--data_dir.
+    own = p.add_argument_group("your own data (instead of --task_name/--data_dir)")
+    own.add_argument("--train_file", default=None,
+                     help="a labeled .csv, .tsv or .jsonl table; its labels are the classes (default: none)")
+    own.add_argument("--validation_file", default=None, help="a labeled table: the dev split (needed with "
+                                                             "--train_file; default: none)")
+    own.add_argument("--test_file", default=None,
+                     help="a labeled table: the held-out split (default: none; a slice of train is held out)")
+    own.add_argument("--text_column", default=d["text_column"], help="the column to classify")
+    own.add_argument("--text_pair_column", default=None,
+                     help="the second text of a pair task (default: none, single texts)")
+    own.add_argument("--label_column", default=d["label_column"], help="the label (strings or integers)")
+    own.add_argument("--label_words", default=None,
+                     help="decoders: the word each class is read at, name=word,... or word,... in sorted label "
+                          "order (default: the label names)")
+    own.add_argument("--instruction", default=None,
+                     help="decoders: the question the prompt asks (default: 'What is the <label column> of the "
+                          "following text?')")
     # What users need besides.
     p.add_argument("--gradient_accumulation_steps", type=int, default=d["gradient_accumulation_steps"],
                    help="batches whose gradients are summed per optimizer step")
@@ -133,6 +152,18 @@ def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
                    help="evaluate on at most this many examples per split (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random pairings")
     p.add_argument("--output", default=None, help="write the metrics as JSON here (default: print them only)")
+
+
+def _add_predict_arguments(p: argparse.ArgumentParser) -> None:
+    from revmux.predict import add_arguments
+
+    add_arguments(p)
+
+
+def cmd_predict(args: argparse.Namespace):
+    from revmux.predict import run
+
+    return run(args)
 
 
 def _add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -225,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
             ("demo", add_demo_arguments, cmd_demo,
              "MiniLM on MR end to end: teacher, RevMUX N=2 K=3, accuracy and speed-up"),
             ("bench", _add_bench_arguments, cmd_bench,
-             "side-by-side throughput and memory of the base model and RevMUX")):
+             "side-by-side throughput and memory of the base model and RevMUX"),
+            ("predict", _add_predict_arguments, cmd_predict,
+             "a saved adapter over a table of inputs: streamed, resumable, split between launched processes")):
         command = sub.add_parser(name, help=text, description=text, formatter_class=_HelpFormatter)
         add(command)
         command.set_defaults(func=func)

@@ -92,8 +92,11 @@ class MuxClassifier:
 
         from revmux.run_dir import check_same_run
         from revmux.serving import ServingInfo, load_teacher, load_tokenizer
+        from revmux.tables import load_saved_task
 
         info = ServingInfo.load(adapter_dir)
+        if task is None and (saved := load_saved_task(adapter_dir)) is not None:
+            task = saved[0]  # an adapter trained on your own tables: its task is saved beside it
         spec = info.task_spec(task)
         teacher = info.teacher
         if base_model is None:

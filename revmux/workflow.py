@@ -20,7 +20,7 @@ from accelerate import PartialState
 import revmux
 from revmux import assets
 from revmux.errors import RunError
-from revmux.train.data import Example, TaskSpec, get_task, load_task
+from revmux.train.data import TASKS, Example, TaskSpec, get_task, load_task
 from revmux.train.heads import head_for
 from revmux.tiny import CLI_ALIASES, tiny_family, tiny_model, tiny_tokenizer
 from revmux.train.cache import STORAGE_DTYPES, CachedExamples, PrefixCache, feature_statistics
@@ -35,9 +35,9 @@ CALIBRATION_EXAMPLES = 64  # unlabeled training prompts that calibrate a zero-sh
 class RunConfig:
     """Everything a training run needs; the CLI fills it from the paper's argument names."""
 
-    task_name: str
+    task_name: str | None  # a GLUE preset (with data_dir); with train_file, only a name (tables.default_task_name)
     model_name: str
-    data_dir: str
+    data_dir: str | None  # the GLUE task folder; None with train_file
     save_dir: str
     model_type: str = "revmux"
     compose_size: int = 2
@@ -70,6 +70,15 @@ class RunConfig:
     resume: bool = False
     save_checkpoints: bool = True
     cache_dir: str = field(default_factory=lambda: str(assets.cache_root()))  # $REVMUX_CACHE, ~/.cache/revmux
+    # Your own tables (revmux.tables) instead of a GLUE task folder: CSV, TSV or JSON Lines.
+    train_file: str | None = None
+    validation_file: str | None = None
+    test_file: str | None = None  # labeled: the held-out split; unlabeled or absent: held-out carved from train
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    label_words: str | None = None  # decoders: "name=word,..." or "word,..." in label-id order
+    instruction: str | None = None  # decoders: the question asked (default from the label column)
 
     def __post_init__(self):
         """Check every value that needs neither the model nor the data (``revmux.checks.check_run`` does those).
@@ -77,10 +86,29 @@ class RunConfig:
         Raises:
             RunError: naming the first wrong field, its value and what it must be.
         """
-        try:
-            self.task_name = get_task(self.task_name).name  # case-insensitive, like get_task
-        except ValueError as e:
-            raise RunError(str(e)) from None
+        if self.train_file is not None:
+            if self.data_dir:
+                raise RunError("--data_dir (a GLUE task folder) and --train_file (your own tables) exclude each "
+                               "other; pass one.")
+            if self.task_name is not None and self.task_name.strip().lower() in TASKS:
+                raise RunError(f"task_name {self.task_name!r} is a GLUE preset read from data_dir; with train_file "
+                               f"leave it out (the run is named after the file) or give another name.")
+            if self.validation_file is None:
+                raise RunError("--train_file needs --validation_file too (the dev split every run reports).")
+            from revmux.tables import default_task_name
+
+            self.task_name = self.task_name or default_task_name(self.train_file)
+        else:
+            if not self.data_dir or not self.task_name:
+                raise RunError("pass --task_name and --data_dir (a GLUE task), or --train_file and "
+                               "--validation_file (your own CSV, TSV or JSON Lines tables).")
+            for name in ("validation_file", "test_file", "label_words", "instruction"):
+                if getattr(self, name) is not None:
+                    raise RunError(f"{name} is for your own tables; pass --train_file too (or leave it out).")
+            try:
+                self.task_name = get_task(self.task_name).name  # case-insensitive, like get_task
+            except ValueError as e:
+                raise RunError(str(e)) from None
         for name in ("task_name", "model_name"):  # (data_dir may be empty for a library caller's own splits)
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise RunError(f"{name} must be a non-empty string, got {getattr(self, name)!r}.")
@@ -212,9 +240,21 @@ def _from_pretrained(auto, name_or_path: str, **options):
 
 
 # ---- data -----------------------------------------------------------------------------------------------------
-def prepare_splits(config: RunConfig) -> dict[str, list[Example]]:
+def task_and_splits(config: RunConfig) -> tuple[TaskSpec, dict[str, list[Example]]]:
+    """The task and its files' splits: a GLUE preset (``load_task``) or your own tables
+    (``revmux.tables.train_task_from_files``: the label set is the training file's)."""
+    if config.train_file is None:
+        return get_task(config.task_name), load_task(config.task_name, config.data_dir)
+    from revmux.tables import train_task_from_files
+
+    return train_task_from_files(config.train_file, config.validation_file, config.test_file, config.text_column,
+                                 config.text_pair_column, config.label_column, label_words=config.label_words,
+                                 instruction=config.instruction, name=config.task_name)
+
+
+def prepare_splits(config: RunConfig, splits: dict[str, list[Example]] | None = None) -> dict[str, list[Example]]:
     """train / dev / heldout. The held-out split is the labeled test file, or a slice carved from train."""
-    splits = load_task(config.task_name, config.data_dir)
+    splits = task_and_splits(config)[1] if splits is None else splits
     if "dev" not in splits or "train" not in splits:
         raise ValueError(f"{config.data_dir}: training needs train.tsv and dev.tsv.")
     train = list(splits["train"])
@@ -363,17 +403,22 @@ def run_training(config: RunConfig, report: bool = True) -> dict:
     """
     from revmux import run_dir
     from revmux.serving import ServingInfo, absolute_model_path, calibration_values
+    from revmux.tables import Columns, check_label_words, save_task
 
     save_dir = Path(config.save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     tf.set_seed(config.seed)
-    task = get_task(config.task_name)
-    splits = prepare_splits(config)
+    task, files = task_and_splits(config)
+    splits = prepare_splits(config, files)
+    del files
     started = time.perf_counter()
 
     teacher_source = config.teacher_dir or resolve_model_path(config.model_name, config.cache_dir)
     family = model_family(teacher_source)
     model, tokenizer = load_model(teacher_source, family, len(task.label_names))
+    model.config.id2label = dict(enumerate(task.label_names))  # saved with the teacher
+    model.config.label2id = {name: i for i, name in enumerate(task.label_names)}
+    check_label_words(tokenizer, task, family)
     head = head_for(model, tokenizer, task, config.max_length)
     if family == "decoder":  # zero-shot teacher: remove the label-word prior with unlabeled training prompts
         head.calibrate(model, [Example(e.text, e.text_pair) for e in splits["train"][:CALIBRATION_EXAMPLES]])
@@ -413,6 +458,9 @@ def run_training(config: RunConfig, report: bool = True) -> dict:
             ServingInfo(task=task.name, label_names=task.label_names, max_length=config.max_length, family=family,
                         teacher=teacher_path, model_class=type(model).__name__, calibration=calibration_values(head),
                         run_id=run_id, teacher_run_id=teacher_run_id).save(staging / "adapter")
+            if config.train_file is not None:  # own data: the task (labels, words, instruction) and its columns
+                save_task(staging / "adapter", task, Columns(text=config.text_column, text_pair=config.text_pair_column,
+                                                             label=config.label_column))
         train_seconds = time.perf_counter() - started - teacher_seconds
 
         metrics = evaluate_run(config, muxed, head, task, splits)
