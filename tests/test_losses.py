@@ -38,3 +38,39 @@ def test_orthogonality_ignores_masked_positions_and_dummies():
     dummy_free = orthogonality(x, mask, 2, batch_size=3)
     only_first_group = orthogonality(x[:2], mask[:2], 2)
     torch.testing.assert_close(dummy_free, only_first_group)
+
+
+def test_info_nce_with_statistics_tells_instances_apart_despite_a_shared_massive_direction():
+    torch.manual_seed(0)
+    specific = torch.randn(16, 32)
+    massive = torch.zeros(32)
+    massive[3] = 1000.0  # one feature in the thousands, shared by every instance (decoder residual streams)
+    readouts = massive + specific  # (B, d): pairwise cosine ~1
+    std = torch.ones(32)
+    perfect_raw = info_nce(readouts, readouts)
+    perfect_standardised = info_nce(readouts, readouts, statistics=(massive, std))
+    assert perfect_raw > 0.9 * torch.log(torch.tensor(16.0))  # near chance although the student is exact
+    assert perfect_standardised < 0.01
+    shuffled = info_nce(readouts[torch.roll(torch.arange(16), 1)], readouts, statistics=(massive, std))
+    assert shuffled > 5.0
+
+
+def test_the_objective_compares_standardised_readouts_when_the_adapter_standardises(monkeypatch):
+    from conftest import make_batch, make_muxed
+
+    import revmux.train.trainer as trainer
+    from revmux.train.heads import head_for
+    from revmux.tiny import tiny_tokenizer
+
+    seen = []
+    monkeypatch.setattr(trainer, "info_nce", lambda s, t, statistics=None: seen.append(statistics) or s.sum() * 0)
+    for standardize in (False, True):
+        model = make_muxed("llama-seqcls", standardize=standardize).train()
+        if standardize:
+            model.base_model.calibrate(torch.zeros(32), torch.ones(32), torch.full((32,), 7.0), torch.full((32,), 2.0))
+        batch = make_batch("llama-seqcls", batch_size=4)
+        batch["labels"] = torch.tensor([0, 1, 0, 1])
+        trainer.revmux_objective(model.base_model, model, head_for(model, tiny_tokenizer(), "sst-2"), batch)
+    assert seen[0] is None
+    mean, std = seen[1]
+    assert torch.equal(mean, torch.full((32,), 7.0)) and torch.equal(std, torch.full((32,), 2.0))

@@ -63,7 +63,7 @@ def revmux_objective(tuner, model, head: ClassificationHead, inputs: dict, info_
             with torch.no_grad(), tuner.teacher(recording), _eval_mode(model):
                 head.logits(model, inputs)
             teacher = recording.teacher_hidden[rows, positions]  # (B, d)
-        parts["info_nce"] = info_nce(student, teacher.to(student.device))
+        parts["info_nce"] = info_nce(student, teacher.to(student.device), statistics=tuner.readout_statistics())
         loss = loss + info_nce_weight * parts["info_nce"]
     if orthogonality_weight and recording.instances is not None:
         parts["orthogonality"] = orthogonality(recording.instances, inputs.get("attention_mask"),

@@ -322,6 +322,12 @@ class RevMuxModel(BaseTuner):
         the states the head reads (``RevMuxConfig(standardize=True)``; see ``Multiplexer``)."""
         self._require_spec("calibrate()").multiplexer.set_statistics(input_mean, input_std, output_mean, output_std)
 
+    def readout_statistics(self) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """(mean, std), each (d,), of the states the head reads, when the active adapter standardises
+        (``RevMuxConfig(standardize=True)``, calibrated); None otherwise."""
+        multiplexer = self._require_spec("readout_statistics()").multiplexer
+        return (multiplexer.output_mean, multiplexer.output_std) if multiplexer.standardize else None
+
     @property
     def compose_size(self) -> int:
         """N of the active adapter."""
