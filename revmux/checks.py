@@ -75,6 +75,9 @@ def check_run(config) -> None:
     """
     from revmux.workflow import prepare_splits, resolve_model_path, task_and_splits
 
+    if config.train_file is None and not config.data_dir:
+        raise RunError("no data: pass --data_dir (the GLUE task folder, or the GLUE root holding it), or "
+                       "--train_file and --validation_file (your own CSV, TSV or JSON Lines tables).")
     task, files = task_and_splits(config)
     splits = prepare_splits(config, files)
     where = {"train": "train.tsv", "dev": "dev.tsv", "heldout": "the labeled test.tsv, else a slice of train.tsv",

@@ -99,7 +99,8 @@ class RunConfig:
 
             self.task_name = self.task_name or default_task_name(self.train_file)
         else:
-            if not self.data_dir or not self.task_name:
+            if not self.task_name:  # (data_dir may be empty for a library caller that passes its own splits;
+                # task_and_splits / check_run ask for it when the data is read)
                 raise RunError("pass --task_name and --data_dir (a GLUE task), or --train_file and "
                                "--validation_file (your own CSV, TSV or JSON Lines tables).")
             for name in ("validation_file", "test_file", "label_words", "instruction"):

@@ -73,6 +73,11 @@ def test_user_errors_are_one_line_exit_2_before_training(case, tmp_path, capsys,
 def test_missing_data_and_unknown_model(tmp_path, capsys, no_training):
     assert main(_train_args(tmp_path / "nowhere", tmp_path / "run")) == 2
     assert "no train.tsv or dev.tsv" in capsys.readouterr().err
+    no_data_dir = _train_args(tmp_path / "nowhere", tmp_path / "run")
+    del no_data_dir[no_data_dir.index("--data_dir"):no_data_dir.index("--data_dir") + 2]
+    assert main(no_data_dir) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no data: pass --data_dir" in err
     data = write_sentiment_tsvs(tmp_path / "data", sizes=(24, 8, 8))
     args = _train_args(data, tmp_path / "run")
     args[args.index("tiny-bert")] = str(tmp_path / "no-such-model")
