@@ -68,6 +68,8 @@ def test_resume_continues_from_the_last_checkpoint(tmp_path):
     assert (epoch_one / "trainer_state.json").stat().st_mtime_ns == saved_at  # epoch 1 was not trained again
     state = json.loads((checkpoints[-1] / "trainer_state.json").read_text())
     assert state["epoch"] == 2.0 and state["global_step"] == 2 * int(epoch_one.name.split("-")[1])
+    history = json.loads((save / "metrics.json").read_text())["training"]["validation_history"]
+    assert [h["epoch"] for h in history] == [1.0, 2.0]  # the best epoch is chosen among all, not only resumed ones
 
 
 def test_cli_rejects_unknown_task(capsys):

@@ -13,6 +13,7 @@ import math
 import random
 import statistics
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -137,6 +138,26 @@ class RevMuxTrainer(Trainer):
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+    # ---- the model selection survives --resume ------------------------------------------------------------------
+    SELECTION_FILE = "revmux_selection.pt"
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """transformers' checkpoint, plus the validation history and the best adapter so far."""
+        super()._save_checkpoint(model, trial)
+        if self.validation is not None and self.args.should_save:
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            torch.save({"best": self.best, "history": self.validation_history}, folder / self.SELECTION_FILE)
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        """``Trainer.train``; resuming from a checkpoint also restores the best epoch chosen so far."""
+        if isinstance(resume_from_checkpoint, (str, Path)) and (Path(resume_from_checkpoint) /
+                                                               self.SELECTION_FILE).is_file():
+            saved = torch.load(Path(resume_from_checkpoint) / self.SELECTION_FILE, weights_only=False)
+            self.best, self.validation_history = saved["best"], saved["history"]
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _best_index(self) -> int:
         return next(i for i, h in enumerate(self.validation_history) if h["step"] == self.best["step"])
