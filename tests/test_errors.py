@@ -191,3 +191,9 @@ def test_fewer_instances_than_n_warn_once():
         warnings.simplefilter("always")
         make_muxed("bert-seqcls", compose_size=4)(**make_batch("bert-seqcls", batch_size=8))
     assert not [w for w in caught if "compose_size=4" in str(w.message)]
+    fresh = make_muxed("bert-seqcls", compose_size=4)
+    with warnings.catch_warnings(record=True) as caught:  # nothing is multiplexed: the caching pass, the teacher
+        warnings.simplefilter("always")
+        with fresh.base_model.unmultiplexed():
+            fresh(**make_batch("bert-seqcls", batch_size=1))
+    assert not [w for w in caught if "compose_size=4" in str(w.message)]

@@ -447,12 +447,13 @@ class RevMuxModel(BaseTuner):
                     "each instance at its own last real token, so inputs must be right-padded. Set "
                     "tokenizer.padding_side = 'right' (or re-pad the batch)."
                 )
-        if tokens is not None and tokens.shape[0] < spec.compose_size and not cached_step:
-            self._warn_underfilled(tokens.shape[0], spec.compose_size)
         hidden_wanted = kwargs.get("output_hidden_states", getattr(self.model.config, "output_hidden_states", False))
         partial = tokens is not None and not hidden_wanted and not cached_step and spec.family != "encoder-decoder"
-        open_forward(spec, module, read_mode=read_mode_for(spec) if partial else "all", input_ids=input_ids,
-                     attention_mask=mask, length=0 if tokens is None else tokens.shape[1])
+        context = open_forward(spec, module, read_mode=read_mode_for(spec) if partial else "all", input_ids=input_ids,
+                               attention_mask=mask, length=0 if tokens is None else tokens.shape[1])
+        multiplexes = context.replay is None or context.replay.multiplex  # not the teacher / caching pass
+        if tokens is not None and tokens.shape[0] < spec.compose_size and not cached_step and multiplexes:
+            self._warn_underfilled(tokens.shape[0], spec.compose_size)
 
     def _warn_underfilled(self, batch_size: int, compose_size: int) -> None:
         """Once per model: a forward with fewer than N instances multiplexes them with dummy copies (no speed-up)."""
