@@ -38,11 +38,17 @@ def _hook_execution_device(hook) -> Optional[torch.device]:
 def execution_device_and_dtype(module: nn.Module) -> tuple[Optional[torch.device], Optional[torch.dtype]]:
     """Where a module computes, and its float dtype.
 
-    accelerate's hook wins over parameter placement: the module's own, or else the first submodule's
-    (``cpu_offload`` hooks only modules that hold tensors, so a multiplexer's hooks sit on its Linear layers). Weights
-    offloaded by such hooks sit on ``meta`` between calls, so a parameter on ``meta`` never names the device.
+    A placed parameter computes where it lives (accelerate's hooks move weights they do not offload to the execution
+    device), which answers in O(1) on the forward's hot path. Offloaded weights sit on ``meta`` between calls: then
+    accelerate's hook names the device, the module's own or else the first submodule's (``cpu_offload`` hooks only
+    modules that hold tensors, so a multiplexer's hooks sit on its Linear layers).
     """
-    device = None
+    for p in module.parameters():
+        if p.is_floating_point():
+            if p.device.type != "meta":
+                return p.device, p.dtype
+            break
+    device = None  # offloaded: ask accelerate's hooks
     for m in module.modules():
         device = _hook_execution_device(getattr(m, "_hf_hook", None))
         if device is not None:
