@@ -14,7 +14,7 @@ from transformers.models.bloom.modeling_bloom import build_alibi_tensor
 
 import revmux
 from revmux.tuner.architectures import find_layer_stacks, model_family, read_positions, sequence_classifier_reads
-from revmux.tuner.grouping import group_union, group_union_per_head, reduce_layer_argument, unknown_layer_arguments
+from revmux.tuner.grouping import group_first, group_union, group_union_per_head, reduce_layer_argument, unknown_layer_arguments
 
 HEADS = 4
 
@@ -71,14 +71,34 @@ def test_alibi_union_is_the_bias_of_the_union_mask(padding):
     assert torch.equal(reduce_layer_argument("alibi", build_alibi_tensor(mask, HEADS, torch.float32), 5, 2), combined)
 
 
+def _layer_arguments_of_base(base, batch, layer_index: int = 2) -> dict:
+    """The keyword arguments the un-multiplexed model gives its block ``layer_index`` for ``batch``."""
+    seen = {}
+    layers = base.get_submodule(find_layer_stacks(base)[0])
+    block = getattr(layers[layer_index], "base_layer", layers[layer_index])
+    handle = block.register_forward_pre_hook(lambda m, a, k: seen.update(k), with_kwargs=True)
+    with torch.no_grad():
+        base(**batch)
+    handle.remove()
+    return seen
+
+
 @pytest.mark.parametrize("kind", ["bloom", "bloom-causal", "falcon"])
 def test_alibi_models_are_served_with_the_union_bias(kind):
-    model = _muxed(_classifier(kind))
-    assert model.base_model._specs["default"].family == "decoder"
+    """Whatever carries the ALiBi bias (BLOOM: an ``alibi`` argument; Falcon on transformers >= 5.25: the attention
+    mask itself), every batch-sized argument of the muxed layers is what the model builds for one sequence per group
+    under the union mask."""
+    base = _classifier(kind)
     batch = _right_padded(5)  # an odd batch: the last group is completed with a copy
-    given = _arguments_of_muxed_layer(model, batch)["alibi"]
-    expected = build_alibi_tensor(group_union(batch["attention_mask"], 2), HEADS, torch.float32)  # (G*H, 1, T)
-    assert torch.equal(given.reshape(expected.shape), expected)
+    union = {"input_ids": group_first(batch["input_ids"], 2), "attention_mask": group_union(batch["attention_mask"], 2)}
+    expected = _layer_arguments_of_base(base.eval(), union)
+    model = _muxed(base)
+    assert model.base_model._specs["default"].family == "decoder"
+    given = _arguments_of_muxed_layer(model, batch)
+    tensors = {k for k, v in expected.items() if isinstance(v, torch.Tensor) and v.dim() > 0 and k != "hidden_states"}
+    assert tensors & {"alibi", "attention_mask"}  # the bias travels in one of them
+    for name in tensors:
+        assert torch.equal(given[name], expected[name]), name
     with torch.no_grad():
         out = model(**batch).logits
     assert out.shape[0] == 5 and torch.isfinite(out).all()
