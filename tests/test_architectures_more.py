@@ -30,6 +30,10 @@ def _classifier(kind: str):
         return tf.FalconForSequenceClassification(tf.FalconConfig(
             hidden_size=32, num_hidden_layers=4, num_attention_heads=HEADS, alibi=True, new_decoder_architecture=False,
             multi_query=False, **common))
+    if kind in ("llama", "llama-eager"):
+        return tf.LlamaForSequenceClassification(tf.LlamaConfig(
+            hidden_size=32, num_hidden_layers=4, num_attention_heads=HEADS, num_key_value_heads=2,
+            intermediate_size=48, attn_implementation="eager" if kind == "llama-eager" else "sdpa", **common))
     if kind == "mpt":
         return tf.MptForSequenceClassification(tf.MptConfig(
             d_model=32, n_layers=4, n_heads=HEADS, expansion_ratio=2, max_seq_len=64, **common))
@@ -45,15 +49,16 @@ def _right_padded(batch_size: int, length: int = 7, seed: int = 1) -> dict:
     return {"input_ids": ids.masked_fill(mask == 0, PAD), "attention_mask": mask}
 
 
-def _muxed(base, compose_size=2):
-    config = revmux.RevMuxConfig(task_type="SEQ_CLS", compose_size=compose_size, combine_first=2)
+def _muxed(base, compose_size=2, **options):
+    config = revmux.RevMuxConfig(task_type="SEQ_CLS", compose_size=compose_size, combine_first=2, **options)
     return revmux.get_revmux_model(base.eval(), config).eval()
 
 
 def _arguments_of_muxed_layer(model, batch) -> dict:
     """The keyword arguments the first layer after the multiplexing point gives its block."""
     seen = {}
-    layer = model.get_submodule(next(k for k, r in model.base_model._plans["default"].roles.items() if r.kind == "mux"))
+    layer = model.get_base_model().get_submodule(
+        next(k for k, r in model.base_model._plans["default"].roles.items() if r.kind == "mux"))
     handle = layer.base_layer.register_forward_pre_hook(lambda m, a, k: seen.update(k), with_kwargs=True)
     with torch.no_grad():
         model(**batch)
@@ -83,16 +88,19 @@ def _layer_arguments_of_base(base, batch, layer_index: int = 2) -> dict:
     return seen
 
 
-@pytest.mark.parametrize("kind", ["bloom", "bloom-causal", "falcon"])
-def test_alibi_models_are_served_with_the_union_bias(kind):
-    """Whatever carries the ALiBi bias (BLOOM: an ``alibi`` argument; Falcon on transformers >= 5.25: the attention
-    mask itself), every batch-sized argument of the muxed layers is what the model builds for one sequence per group
-    under the union mask."""
+@pytest.mark.parametrize("align", [True, False])
+@pytest.mark.parametrize("kind", ["bloom", "bloom-causal", "falcon", "llama", "llama-eager"])
+def test_group_arguments_are_the_models_own_for_the_group_layout(kind, align):
+    """Whatever carries masks and ALiBi biases (BLOOM: an ``alibi`` argument; Falcon on transformers >= 5.25: the
+    attention mask itself; LLaMA: a 4-D mask, boolean for sdpa, additive for eager), every batch-sized argument of the
+    muxed layers is what the model builds for one sequence per group: under the union of the group's masks laid out
+    right-aligned (``align_last_tokens=True``: as if left-padded) or right-padded (False)."""
     base = _classifier(kind)
     batch = _right_padded(5)  # an odd batch: the last group is completed with a copy
-    union = {"input_ids": group_first(batch["input_ids"], 2), "attention_mask": group_union(batch["attention_mask"], 2)}
+    layout = batch["attention_mask"].flip(-1) if align else batch["attention_mask"]  # right-aligned = left-padded
+    union = {"input_ids": group_first(batch["input_ids"], 2), "attention_mask": group_union(layout, 2)}
     expected = _layer_arguments_of_base(base.eval(), union)
-    model = _muxed(base)
+    model = _muxed(base, align_last_tokens=align)
     assert model.base_model._specs["default"].family == "decoder"
     given = _arguments_of_muxed_layer(model, batch)
     tensors = {k for k, v in expected.items() if isinstance(v, torch.Tensor) and v.dim() > 0 and k != "hidden_states"}

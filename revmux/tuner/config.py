@@ -60,6 +60,16 @@ class RevMuxConfig(PeftConfig):
                           "statistics calibrated on data (RevMuxModel.calibrate), and map the composite back to the "
                           "backbone's statistics. For decoder LLMs, whose residual streams carry massive activations."},
     )
+    align_last_tokens: bool = field(
+        default=True,
+        metadata={"help": "Decoder-only models: after the multiplexing point lay each group out right-aligned (as if "
+                          "left-padded), so the last real tokens of its instances, where a decoder's head reads, share "
+                          "the composite's last position; masks and ALiBi biases move with them. The upper layers see "
+                          "each instance with its own relative positions (exact for RoPE, ALiBi and layers without "
+                          "position information). False: right-padded composites, where one instance's answer cue is "
+                          "mixed with the middle of another's text (revmux <= 0.1). Ignored by encoders and "
+                          "encoder-decoders."},
+    )
     demux_positions: Literal["auto", "all"] = field(
         default="auto",
         metadata={"help": "'auto': demultiplex only the positions the model's own head reads (CLS for encoder "
@@ -142,6 +152,7 @@ _TYPES = {  # field -> (check, what it must be)
     "demux_hidden_size": (lambda v: v is None or _is_int(v), "an integer or None"),
     "dropout": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
     "standardize": (lambda v: isinstance(v, bool), "True or False"),
+    "align_last_tokens": (lambda v: isinstance(v, bool), "True or False"),
     "train_head": (lambda v: isinstance(v, bool), "True or False"),
 }
 

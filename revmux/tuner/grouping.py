@@ -6,6 +6,13 @@ After the multiplexing point every layer receives G composites, so every argumen
 shrunk to G rows: attention masks to the union over the group, positions to the group's first instance, ALiBi
 biases (B*heads rows) to the bias of the union mask. A layer whose forward names a tensor argument with no rule
 here is refused at injection (``unknown_layer_arguments``), not in the middle of a forward.
+
+Decoders lay each group out *right-aligned* (``RevMuxConfig(align_last_tokens=True)``): after the multiplexing point
+instance i is shifted right by s_i = T - L_i positions, as if it had been left-padded, so the last real tokens of a
+group (where a decoder's head reads) share the composite's last position. Its masks and ALiBi bias are shifted alike
+(``shift_layer_argument``) before the union, which makes the group's arguments exactly those the model builds for a
+left-padded batch: the upper layers see every instance with its own relative positions (RoPE, ALiBi and layers
+without position information are unchanged by the shift).
 """
 
 from __future__ import annotations
@@ -102,6 +109,62 @@ def check_identical_in_groups(x: torch.Tensor, compose_size: int, what: str = "d
             f"{what} (e.g. one shared classification prompt, or labels of length 1). Pass identical {what}, or "
             "group the instances so that each group of compose_size shares them."
         )
+
+
+def right_align_shifts(mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) right-padded attention mask -> (B,) shifts s_i = T - L_i that put each last real token at T - 1."""
+    return mask.shape[1] - mask.long().sum(-1)  # (B,)
+
+
+def shift_right(x: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
+    """(B, T, ...) -> (B, T, ...) with row b moved ``shifts[b]`` positions to the right along T, circularly.
+
+    On a right-padded row of length L and shift T - L the wrapped positions are its padding: it becomes left-padded.
+    ``shift_right(x, -shifts)`` undoes it.
+    """
+    t = x.shape[1]
+    source = (torch.arange(t, device=x.device)[None, :] - shifts.to(x.device)[:, None]) % t  # (B, T)
+    index = source.view(*source.shape, *([1] * (x.dim() - 2))).expand_as(x)  # (B, T, ...)
+    return x.gather(1, index)
+
+
+def shift_layer_argument(name: str, value: Any, shifts: torch.Tensor, compose_size: int) -> Any:
+    """One batch-sized layer argument of the right-padded instances, laid out right-aligned (module docstring).
+
+    Attention masks, (B, T) or (B, h, T, T), move with their instance (a square mask along both axes; the positions
+    moved in from the left are masked, in the mask's own encoding); ALiBi biases, (B*H, 1, T), move along T.
+    Everything else (positions shared by the group, caches, flags) is left as it is: for relative positions the
+    shift changes nothing.
+
+    Raises:
+        ValueError: for an attention mask of a shape revmux cannot lay out right-aligned.
+    """
+    if isinstance(value, (tuple, list)):
+        return type(value)(shift_layer_argument(name, v, shifts, compose_size) for v in value)
+    if not isinstance(value, torch.Tensor) or value.dim() == 0 or name in NO_BATCH_DIM:
+        return value
+    b = len(shifts)
+    if name in PER_HEAD_UNION and value.shape[0] % b == 0 and value.dim() == 3:
+        heads = value.shape[0] // b
+        per_instance = value.view(b, heads, value.shape[-1])  # (B, H, T)
+        return shift_right(per_instance.transpose(1, 2), shifts).transpose(1, 2).reshape(value.shape)  # (B*H, 1, T)
+    if "mask" not in name or value.shape[0] != b:
+        return value
+    if value.dim() == 2:  # (B, T) padding mask (flash attention): left-padded after the shift
+        return shift_right(value, shifts)
+    if value.dim() == 4 and value.shape[-1] == value.shape[-2]:
+        masked = False if value.dtype == torch.bool else (0 if not value.is_floating_point()
+                                                          else torch.finfo(value.dtype).min)
+        t = value.shape[-1]
+        rows = shift_right(value.transpose(1, 2), shifts).transpose(1, 2)  # (B, h, T, T): queries moved
+        both = shift_right(rows.permute(0, 3, 1, 2), shifts).permute(0, 2, 3, 1)  # keys moved too
+        position = torch.arange(t, device=value.device)
+        outside = position[None, :] < shifts.to(value.device)[:, None]  # (B, T): moved in from the left
+        outside = outside[:, None, :, None] | outside[:, None, None, :]  # (B, 1, T, T)
+        return both.masked_fill(outside, masked)
+    raise ValueError(
+        f"The attention mask {name!r} of shape {tuple(value.shape)} cannot be laid out right-aligned (revmux shifts "
+        "(B, T) and (B, heads, T, T) masks). Set RevMuxConfig(align_last_tokens=False) for this model.")
 
 
 def reduce_layer_argument(name: str, value: Any, batch_size: int, compose_size: int) -> Any:

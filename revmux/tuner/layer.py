@@ -22,7 +22,8 @@ from torch import nn
 from torch.profiler import record_function
 
 from .architectures import LayerRole
-from .grouping import group_first, pad_to_groups, reduce_layer_argument
+from .grouping import (group_first, pad_to_groups, reduce_layer_argument, right_align_shifts, shift_layer_argument,
+                       shift_right)
 from .state import AdapterSpec, ForwardContext, Replay, current_forward
 
 
@@ -136,6 +137,7 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
             if context.recording is not None:
                 context.recording.layer_k_states = hidden
             context.batch_size = hidden.shape[0]
+            context.shifts = self._right_align_shifts(spec, context, hidden)
             with record_function("revmux::mux"):
                 hidden = self._mux(spec, context, hidden)  # (G, T, d)
         elif role.kind == "collapse":  # decoder inputs are checked identical per group (RevMuxModel)
@@ -144,6 +146,11 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
             raise RuntimeError("A multiplexed layer ran before the multiplexing layer; call the whole model.")
         with record_function("revmux::group_arguments"):
             kwargs = {k: self._reduced(context, k, v) for k, v in kwargs.items()}
+        if context.shifts is not None and not any("mask" in k and isinstance(v, torch.Tensor) for k, v in kwargs.items()):
+            raise ValueError(
+                f"{type(self.base_layer).__name__} received no attention mask, so revmux cannot lay its groups out "
+                "right-aligned (align_last_tokens=True): the positions moved in from the left would be attended. "
+                "Pass the attention_mask, or set RevMuxConfig(align_last_tokens=False).")
         with record_function("revmux::muxed_layer"):
             out = self.base_layer(hidden, **kwargs)
         if not role.demux:
@@ -171,7 +178,10 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
         cached = context.reduced.get(name)
         if cached is not None and cached[0] is value:
             return cached[1]
-        reduced = reduce_layer_argument(name, value, context.batch_size, context.spec.compose_size)
+        reduced = value
+        if context.shifts is not None:
+            reduced = shift_layer_argument(name, reduced, context.shifts, context.spec.compose_size)
+        reduced = reduce_layer_argument(name, reduced, context.batch_size, context.spec.compose_size)
         if reduced is not value:
             context.reduced[name] = (value, reduced)
         return reduced
@@ -184,6 +194,17 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
         if mask is None or mask.shape != hidden.shape[:2]:
             return hidden
         return hidden * mask.to(hidden.device, hidden.dtype)[..., None]  # (B, T, d)
+
+    @staticmethod
+    def _right_align_shifts(spec: AdapterSpec, context: ForwardContext, hidden: torch.Tensor
+                            ) -> Optional[torch.Tensor]:
+        """(B,) shifts that right-align the instances of this forward (``grouping.py``), or None: not a decoder with
+        ``align_last_tokens``, a cached generation step, or a batch without padding."""
+        mask = context.attention_mask
+        if not spec.align_last_tokens or mask is None or mask.shape != hidden.shape[:2]:
+            return None
+        shifts = right_align_shifts(mask).to(hidden.device)  # (B,)
+        return shifts if bool(shifts.any()) else None
 
     @staticmethod
     def _replayed_states(replay: Replay, hidden: torch.Tensor) -> torch.Tensor:
@@ -228,11 +249,12 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
         mux = spec.multiplexer
         device, dtype = execution_device_and_dtype(mux)  # not its parameters': offloaded, they sit on meta
         x = pad_to_groups(hidden, spec.compose_size).to(device or hidden.device, dtype or hidden.dtype)  # (G*N, T, d)
-        if context.recording is not None:  # keep the instances for the orthogonality loss, projected once
-            context.recording.instances = mux.instances(x)  # (G*N, T, w)
-            composite = mux.combine(context.recording.instances)  # (G, T, d)
-        else:
-            composite = mux(x)  # (G, T, d)
+        instances = mux.instances(x)  # (G*N, T, w), position by position
+        if context.recording is not None:  # kept for the orthogonality loss, in the inputs' own layout
+            context.recording.instances = instances
+        if context.shifts is not None:  # right-aligned: the last real tokens of a group share position T - 1
+            instances = shift_right(instances, pad_to_groups(context.shifts, spec.compose_size))  # (G*N, T, w)
+        composite = mux.combine(instances)  # (G, T, d)
         return composite.to(hidden.device, hidden.dtype)
 
     @staticmethod
@@ -242,11 +264,15 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
         device, dtype = execution_device_and_dtype(mux)
         c = composite.to(device or composite.device, dtype or composite.dtype)  # (G, T, d)
         b, positions = context.batch_size, context.read_positions(c.device)
+        shifts = None if context.shifts is None else context.shifts.to(c.device)  # (B,)
         if positions is None:
             restored = mux.demux(c, keep=b)  # (B, T, d)
+            if shifts is not None:
+                restored = shift_right(restored, -shifts)  # (B, T, d), back in the inputs' layout
         else:
             instance = torch.arange(b, device=c.device)
-            rows = c[instance // mux.compose_size, positions]  # (B, d): each instance's composite where it is read
+            at = positions if shifts is None else (positions + shifts) % c.shape[1]  # (B,) where it is read
+            rows = c[instance // mux.compose_size, at]  # (B, d): each instance's composite where it is read
             # under autocast the slots come out in the autocast dtype: cast them to the backbone's
             read = mux.demux_slots(rows, instance % mux.compose_size).to(composite.device, composite.dtype)  # (B, d)
             restored = composite.new_zeros(b, *composite.shape[1:])  # (B, T, d)

@@ -142,7 +142,8 @@ class RevMuxModel(BaseTuner):
                                         peft_config.dropout, peft_config.standardize).to(device=device, dtype=dtype)
         self._specs[name] = AdapterSpec(
             name, peft_config.compose_size, plan.family, read_mode=sequence_classifier_reads(model) if auto else "all",
-            pad_token_id=getattr(model.config.get_text_config(), "pad_token_id", None), multiplexer=multiplexer)
+            pad_token_id=getattr(model.config.get_text_config(), "pad_token_id", None),
+            align_last_tokens=peft_config.align_last_tokens and plan.family == "decoder", multiplexer=multiplexer)
 
     def _check_target_module_exists(self, peft_config: RevMuxConfig, key: str) -> bool:
         return key in self._plans[self._adapter_name_of(peft_config)].roles

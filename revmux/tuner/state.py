@@ -35,6 +35,7 @@ class AdapterSpec:
     family: Family
     read_mode: ReadMode = "all"  # positions the model's own head reads ("all": every one)
     pad_token_id: Optional[int] = None
+    align_last_tokens: bool = False  # decoders: groups laid out right-aligned after the multiplexing point
     multiplexer: Optional[nn.Module] = field(default=None, compare=False, repr=False)  # owned by the mux layer
 
 
@@ -73,6 +74,7 @@ class ForwardContext:
     attention_mask: Optional[torch.Tensor] = None  # the model's 2-D input mask
     length: int = 0
     batch_size: Optional[int] = None  # B, set by the multiplexing layer (or the decoder of an encoder-decoder)
+    shifts: Optional[torch.Tensor] = None  # (B,) right-alignment shifts of this forward's instances (grouping.py)
     reduced: dict = field(default_factory=dict)  # argument name -> (original, shrunk), shared by later layers
     recording: Optional[Recording] = None
     replay: Optional[Replay] = None
