@@ -126,6 +126,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--standardize", action="store_true",
                    help="standardise the states the multiplexer mixes and restores with statistics of the frozen "
                         "backbone (for decoder LLMs, whose residual streams carry massive activations)")
+    p.add_argument("--no_align_last_tokens", dest="align_last_tokens", action="store_false",
+                   default=argparse.SUPPRESS, help="decoders: keep right-padded composites instead of right-aligned "
+                   "ones (RevMuxConfig.align_last_tokens; default: aligned)")
     p.add_argument("--coupling_hidden_size", type=int, default=None,
                    help="inner width of F_n (default: the hidden size d)")
     p.add_argument("--demux_hidden_size", type=int, default=None, help="inner width of U (default: 3d)")

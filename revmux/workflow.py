@@ -65,6 +65,7 @@ class RunConfig:
     cache_memory_mb: float = 4096  # larger caches stay memory-mapped on disk
     length_buckets: bool = True  # cached path: batches of similar lengths (transformers' group_by_length sampler)
     standardize: bool = False  # RevMuxConfig.standardize: for decoder LLMs (massive activations)
+    align_last_tokens: bool = True  # RevMuxConfig.align_last_tokens: decoders read every instance at one position
     coupling_hidden_size: int | None = None  # RevMuxConfig widths; None: the paper's (d, 3d)
     demux_hidden_size: int | None = None
     resume: bool = False
@@ -138,7 +139,8 @@ class RunConfig:
             value = getattr(self, name)
             if not _is_number(value) or not (0 < value < 1 if low_open else 0 <= value < 1):
                 raise RunError(f"{name} must be a number in {'(0' if low_open else '[0'}, 1), got {value!r}.")
-        for name in ("recompute_prefix", "length_buckets", "standardize", "resume", "save_checkpoints"):
+        for name in ("recompute_prefix", "length_buckets", "standardize", "align_last_tokens", "resume",
+                     "save_checkpoints"):
             if not isinstance(getattr(self, name), bool):
                 raise RunError(f"{name} must be True or False, got {getattr(self, name)!r}.")
 
@@ -325,6 +327,7 @@ def train_adapter(config: RunConfig, teacher, head, train: list[Example], output
     teacher.requires_grad_(False)
     mux_config = revmux.RevMuxConfig(compose_size=config.compose_size, combine_first=config.combine_first,
                                      mux_type=config.model_type, standardize=config.standardize,
+                                     align_last_tokens=config.align_last_tokens,
                                      coupling_hidden_size=config.coupling_hidden_size,
                                      demux_hidden_size=config.demux_hidden_size)
     model = revmux.get_revmux_model(teacher, mux_config)

@@ -22,6 +22,7 @@ from transformers import Trainer
 from transformers.trainer_callback import ProgressCallback
 
 from revmux.train.data import Example
+from revmux.train.diagnostics import DIAGNOSTICS
 from revmux.train.heads import ClassificationHead, revmux_tuner
 from revmux.train.losses import info_nce, orthogonality
 
@@ -122,11 +123,12 @@ class RevMuxTrainer(Trainer):
         if self.validation is None:
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         model = self.accelerator.unwrap_model(self.model)
-        accuracy = validation_accuracy(model, self.head, self.validation, self.validation_batch_size,
-                                       seed=self.args.seed)
-        epoch = self.state.epoch
-        self.validation_history.append({"epoch": epoch, "step": self.state.global_step, "accuracy": accuracy})
-        metrics = {f"{metric_key_prefix}_accuracy": accuracy}
+        measured = validation_pass(model, self.head, self.validation, self.validation_batch_size, seed=self.args.seed)
+        accuracy, epoch = measured.pop("accuracy"), self.state.epoch
+        self.validation_history.append({"epoch": epoch, "step": self.state.global_step, "accuracy": accuracy,
+                                        **measured})
+        metrics = {f"{metric_key_prefix}_accuracy": accuracy,
+                   **{f"{metric_key_prefix}_{k}": v for k, v in measured.items()}}
         if self.best["accuracy"] is None or accuracy > self.best["accuracy"]:
             from peft import get_peft_model_state_dict
 
@@ -187,8 +189,9 @@ class _EpochLines(ProgressCallback):
         losses = [h for h in state.log_history if "loss" in h][-1:]  # the latest training-loss entry
         parts = ", ".join(f"{k.removeprefix('loss_')} {v:.3f}" for k, v in (losses[0] if losses else {}).items()
                           if k.startswith("loss"))
+        measured = ", ".join(f"{k} {logs['eval_' + k]:.3f}" for k in DIAGNOSTICS if "eval_" + k in logs)
         self.training_bar.write(f"epoch {state.epoch:.0f}: validation accuracy {100 * logs['eval_accuracy']:.2f}"
-                                + (f" (loss: {parts})" if parts else ""))
+                                + (f" (loss: {parts})" if parts else "") + (f" [{measured}]" if measured else ""))
 
 
 def predict(model, head: ClassificationHead, examples: Sequence[Example], batch_size: int,
@@ -208,13 +211,26 @@ def predict(model, head: ClassificationHead, examples: Sequence[Example], batch_
 
 @torch.no_grad()
 def validation_accuracy(model, head: ClassificationHead, validation, batch_size: int, seed: int = 0) -> float:
-    """Accuracy on a validation split in one fixed random pairing: ``CachedExamples`` (the forward starts from the
-    cached layer-K states) or a list of examples (a full forward)."""
+    """Accuracy on a validation split in one fixed random pairing (``validation_pass`` without diagnostics)."""
+    return validation_pass(model, head, validation, batch_size, seed, diagnose=False)["accuracy"]
+
+
+@torch.no_grad()
+def validation_pass(model, head: ClassificationHead, validation, batch_size: int, seed: int = 0,
+                    diagnose: bool = True) -> dict:
+    """{"accuracy", and the ``revmux.train.diagnostics`` table} on a validation split in one fixed random pairing.
+
+    ``CachedExamples``: the forward starts from the cached layer-K states, and (``diagnose``) restored states and
+    class margins are compared with the teacher run un-multiplexed from the same states. A list of examples: a full
+    forward, accuracy only.
+    """
     from revmux.train.cache import CachedExamples
+    from revmux.train.diagnostics import ReadoutDiagnostics
 
     if not isinstance(validation, CachedExamples):
-        return evaluate(model, head, validation, batch_size, pairings=1, seed=seed)["accuracy"]
+        return {"accuracy": evaluate(model, head, validation, batch_size, pairings=1, seed=seed)["accuracy"]}
     tuner = revmux_tuner(model)
+    diagnostics = ReadoutDiagnostics(tuner.compose_size, tuner.readout_statistics()) if diagnose else None
     order = list(range(len(validation)))
     random.Random(seed).shuffle(order)
     device = next(model.parameters()).device
@@ -225,9 +241,12 @@ def validation_accuracy(model, head: ClassificationHead, validation, batch_size:
             batch = {k: v.to(device) for k, v in batch.items()}
             states = batch.pop("layer_k_states")
             batch.pop("teacher_readout")
-            with tuner.replaying(states):
-                correct += int((head.logits(model, batch).argmax(-1) == batch["labels"]).sum())
-    return correct / len(order)
+            with tuner.replaying(states), tuner.recording() as recording:
+                logits = head.logits(model, batch)  # (B, C)
+            correct += int((logits.argmax(-1) == batch["labels"]).sum())
+            if diagnostics is not None:
+                diagnostics.add(tuner, model, head, batch, logits, recording)
+    return {"accuracy": correct / len(order), **(diagnostics.result() if diagnostics is not None else {})}
 
 
 def binary_f1(predictions: torch.Tensor, labels: torch.Tensor) -> float:

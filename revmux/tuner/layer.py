@@ -138,6 +138,8 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
                 context.recording.layer_k_states = hidden
             context.batch_size = hidden.shape[0]
             context.shifts = self._right_align_shifts(spec, context, hidden)
+            if context.recording is not None:
+                context.recording.shifts = context.shifts
             with record_function("revmux::mux"):
                 hidden = self._mux(spec, context, hidden)  # (G, T, d)
         elif role.kind == "collapse":  # decoder inputs are checked identical per group (RevMuxModel)

@@ -47,6 +47,7 @@ class Recording:
     layer_k_states: Optional[torch.Tensor] = None  # (B, T, d) the states entering the multiplexer
     instances: Optional[torch.Tensor] = None  # (G*N, T, w) what the multiplexer mixed
     restored: Optional[torch.Tensor] = None  # (B, T, d) demultiplexed output of the last layer
+    shifts: Optional[torch.Tensor] = None  # (B,) right-alignment shifts of the instances (None: not shifted)
     teacher_hidden: Optional[torch.Tensor] = None  # (B, T, d) un-multiplexed output of the last layer (teacher)
 
 
