@@ -197,3 +197,32 @@ def test_fewer_instances_than_n_warn_once():
         with fresh.base_model.unmultiplexed():
             fresh(**make_batch("bert-seqcls", batch_size=1))
     assert not [w for w in caught if "compose_size=4" in str(w.message)]
+
+
+def test_library_loops_and_training_do_not_warn_about_their_remainder_batch():
+    """revmux's own evaluation (5 examples in batches of 4: a last batch of 1) and training steps stay quiet; the
+    user's own underfilled forward warns, pointing at the user's line."""
+    import warnings
+
+    from conftest import make_batch, make_muxed
+
+    from revmux.train.data import TASKS, Example
+    from revmux.train.heads import head_for
+    from revmux.tiny import tiny_tokenizer
+    from revmux.train.trainer import predict
+
+    model = make_muxed("bert-seqcls", compose_size=4)
+    tokenizer = tiny_tokenizer()
+    head = head_for(model, tokenizer, TASKS["sst-2"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predict(model, head, [Example("a good film", label=1)] * 5, batch_size=4)
+        model.train()
+        model(**make_batch("bert-seqcls", batch_size=1))
+        model.eval()
+    assert not [w for w in caught if "compose_size=4" in str(w.message)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model(**make_batch("bert-seqcls", batch_size=1))
+    mine = [w for w in caught if "compose_size=4" in str(w.message)]
+    assert len(mine) == 1 and mine[0].filename == __file__

@@ -457,12 +457,41 @@ class RevMuxModel(BaseTuner):
             self._warn_underfilled(tokens.shape[0], spec.compose_size)
 
     def _warn_underfilled(self, batch_size: int, compose_size: int) -> None:
-        """Once per model: a forward with fewer than N instances multiplexes them with dummy copies (no speed-up)."""
-        if getattr(self, "_warned_underfilled", False):
+        """Once per model: a forward with fewer than N instances multiplexes them with dummy copies (no speed-up).
+
+        Only for a caller's own forwards: training steps and revmux's own loops (evaluation, prediction, serving),
+        whose last batch is a remainder by design, stay quiet. The warning points at the caller's line, not at this
+        hook (no revmux source line in the output).
+        """
+        if getattr(self, "_warned_underfilled", False) or self.model.training:
+            return
+        stacklevel = _caller_stacklevel()
+        if stacklevel is None:
             return
         self._warned_underfilled = True
         warnings.warn(
             f"A forward with {batch_size} instance(s) on a RevMUX adapter with compose_size={compose_size}: the group is "
             f"completed with copies of the last instance, so it costs as much as {compose_size} instances and gains "
             f"nothing. Batch at least {compose_size} inputs per forward (e.g. pipeline(..., batch_size=64), "
-            "MuxClassifier(batch_size=64)).", stacklevel=2)
+            "MuxClassifier(batch_size=64)).", stacklevel=stacklevel)
+
+
+_LIBRARIES = ("torch", "transformers", "peft", "accelerate", "revmux", "contextlib", "functools")
+_PACKAGE_DIR = __file__.rsplit("tuner", 1)[0]  # .../revmux/
+
+
+def _caller_stacklevel() -> Optional[int]:
+    """``warnings.warn``'s stacklevel of the innermost frame outside the libraries around a model, or None when
+    revmux's own loops (evaluation, prediction, serving: anything of revmux outside this tuner) made the batch: they
+    complete a last, smaller batch by design."""
+    frame, level, found = inspect.currentframe(), 1, None  # level L here is stacklevel L - 1 for warnings.warn
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        in_revmux = module.partition(".")[0] == "revmux" or frame.f_code.co_filename.startswith(_PACKAGE_DIR)
+        if in_revmux and not module.startswith("revmux.tuner"):
+            return None
+        library = in_revmux or module.partition(".")[0] in _LIBRARIES
+        if found is None and level > 2 and not library:
+            found = level - 1
+        frame, level = frame.f_back, level + 1
+    return found
