@@ -73,7 +73,7 @@ def check_run(config) -> None:
             sets), a teacher_dir that is not a model folder, or any ``check_model`` problem.
         DataError: for a missing or malformed data file.
     """
-    from revmux.workflow import prepare_splits, resolve_model_path, task_and_splits
+    from revmux.workflow import classifies_with_head, model_family, prepare_splits, resolve_model_path, task_and_splits
 
     if config.train_file is None and not config.data_dir:
         raise RunError("no data: pass --data_dir (the GLUE task folder, or the GLUE root holding it), or "
@@ -99,6 +99,7 @@ def check_run(config) -> None:
     check_model(source, len(task.label_names), config.compose_size, config.combine_first,
                 config.max_length, mux_type=config.model_type, standardize=config.standardize,
                 coupling_hidden_size=config.coupling_hidden_size, demux_hidden_size=config.demux_hidden_size)
+    classifies_with_head(model_family(source), source, config.head)  # --head fits the checkpoint
 
 
 def check_eval(args: argparse.Namespace) -> None:

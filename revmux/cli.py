@@ -126,6 +126,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--standardize", action="store_true",
                    help="standardise the states the multiplexer mixes and restores with statistics of the frozen "
                         "backbone (for decoder LLMs, whose residual streams carry massive activations)")
+    p.add_argument("--head", default=d["head"], choices=("auto", "label_words", "classifier"),
+                   help="decoders: 'label_words' reads the label words with the LM head (zero-shot, calibrated); "
+                   "'classifier' adds a sequence-classification head trained as the N=1 teacher; 'auto': a "
+                   "*ForSequenceClassification checkpoint is a classifier, a causal LM reads label words")
     p.add_argument("--no_align_last_tokens", dest="align_last_tokens", action="store_false",
                    default=argparse.SUPPRESS, help="decoders: keep right-padded composites instead of right-aligned "
                    "ones (RevMuxConfig.align_last_tokens; default: aligned)")

@@ -21,13 +21,15 @@ import revmux
 from revmux import assets
 from revmux.errors import RunError
 from revmux.train.data import TASKS, Example, TaskSpec, get_task, load_task
-from revmux.train.heads import head_for
+from revmux.train.heads import LabelWordHead, head_for
 from revmux.tiny import CLI_ALIASES, tiny_family, tiny_model, tiny_tokenizer
 from revmux.train.cache import STORAGE_DTYPES, CachedExamples, PrefixCache, feature_statistics
 from revmux.train.trainer import RevMuxTrainer, evaluate
+from revmux.tuner.architectures import reads_last_non_pad_token
 from revmux.tuner.config import MUX_TYPES
 
 Family = str
+HEADS = ("auto", "label_words", "classifier")  # how a decoder classifies (RunConfig.head)
 CALIBRATION_EXAMPLES = 64  # unlabeled training prompts that calibrate a zero-shot decoder's label words
 
 
@@ -66,6 +68,7 @@ class RunConfig:
     length_buckets: bool = True  # cached path: batches of similar lengths (transformers' group_by_length sampler)
     standardize: bool = False  # RevMuxConfig.standardize: for decoder LLMs (massive activations)
     align_last_tokens: bool = True  # RevMuxConfig.align_last_tokens: decoders read every instance at one position
+    head: str = "auto"  # decoders: "label_words" (zero-shot LM head), "classifier" (trained score head), "auto"
     coupling_hidden_size: int | None = None  # RevMuxConfig widths; None: the paper's (d, 3d)
     demux_hidden_size: int | None = None
     resume: bool = False
@@ -116,6 +119,8 @@ class RunConfig:
                 raise RunError(f"{name} must be a non-empty string, got {getattr(self, name)!r}.")
         if self.model_type not in MUX_TYPES:
             raise RunError(f"model_type must be one of {', '.join(MUX_TYPES)}, got {self.model_type!r}.")
+        if self.head not in HEADS:
+            raise RunError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}.")
         if self.cache_dtype not in STORAGE_DTYPES:
             raise RunError(f"cache_dtype must be one of {', '.join(STORAGE_DTYPES)}, got {self.cache_dtype!r}.")
         for name, low, optional in (("compose_size", 2, False), ("batch_size", 1, False),
@@ -165,32 +170,83 @@ def resolve_model_path(name: str, cache_dir: str | None = None) -> str:
 
 
 def model_family(name_or_path: str) -> Family:
+    """"encoder", "decoder" or "encoder-decoder", from the checkpoint's config: a decoder is a causal LM or a
+    sequence classifier whose head reads the last non-pad token (transformers' decoder rule, ``tuner.architectures``),
+    whatever head the checkpoint was saved with."""
     if name_or_path in CLI_ALIASES:
         return tiny_family(name_or_path)
     config = tf.AutoConfig.from_pretrained(name_or_path)
     if getattr(config, "is_encoder_decoder", False):
         return "encoder-decoder"
-    architectures = " ".join(config.architectures or [])
-    causal = "CausalLM" in architectures or "LMHead" in architectures or config.model_type in (
-        "llama", "qwen2", "mistral", "gpt2", "phi3", "gemma", "gemma2", "smollm3")
+    architectures = config.architectures or []
+    if any("CausalLM" in a or "LMHead" in a for a in architectures):
+        return "decoder"
+    for name in architectures:
+        cls = getattr(tf, name, None)
+        if cls is not None and name.endswith("ForSequenceClassification"):
+            return "decoder" if reads_last_non_pad_token(cls) else "encoder"
+    causal = config.model_type in ("llama", "qwen2", "mistral", "gpt2", "phi3", "gemma", "gemma2", "gemma3_text",
+                                   "smollm3")
     return "decoder" if causal else "encoder"
 
 
-def load_model(name_or_path: str, family: Family, num_labels: int):
-    """(model, tokenizer) for a family: sequence classifier (encoder), causal LM, or seq2seq LM."""
+def is_classifier_checkpoint(name_or_path: str) -> bool:
+    """Whether the checkpoint was saved with a sequence-classification head (``*ForSequenceClassification``)."""
+    if name_or_path in CLI_ALIASES:
+        return CLI_ALIASES[name_or_path].endswith("seqcls")
+    architectures = tf.AutoConfig.from_pretrained(name_or_path).architectures or []
+    return any(a.endswith("ForSequenceClassification") for a in architectures)
+
+
+def classifies_with_head(family: Family, name_or_path: str, head: str = "auto") -> bool:
+    """Whether the run classifies with a sequence-classification head (trained as the N = 1 teacher) rather than
+    with label words: always for encoders, never for encoder-decoders; for decoders ``--head classifier`` or a
+    ``*ForSequenceClassification`` checkpoint (``--head auto``).
+
+    Raises:
+        RunError: for ``--head label_words`` on an encoder or on a decoder checkpoint saved as a classifier (its LM
+            head is gone), or ``--head classifier`` on an encoder-decoder.
+    """
+    if family == "encoder-decoder":
+        if head == "classifier":
+            raise RunError("--head classifier is for encoders and decoders; an encoder-decoder reads label words.")
+        return False
+    if family == "encoder":
+        if head == "label_words":
+            raise RunError("--head label_words is for decoders (an LM head reads the label words); an encoder "
+                           "classifies with its classification head.")
+        return True
+    saved_as_classifier = is_classifier_checkpoint(name_or_path)
+    if head == "label_words" and saved_as_classifier:
+        raise RunError(f"{name_or_path} is saved as a sequence classifier, without the LM head that reads label "
+                       "words; use --head classifier (or auto), or a causal-LM checkpoint.")
+    return head == "classifier" or saved_as_classifier
+
+
+def load_model(name_or_path: str, family: Family, num_labels: int, classifier: bool | None = None):
+    """(model, tokenizer) for a family: sequence classifier (encoders; decoders with ``classifier``, by default
+    when the checkpoint is one), causal LM (other decoders), or seq2seq LM."""
+    if classifier is None:
+        classifier = family == "encoder" or (family == "decoder" and is_classifier_checkpoint(name_or_path))
     if name_or_path in CLI_ALIASES:
         tokenizer = tiny_tokenizer()
-        return tiny_model(name_or_path, len(tokenizer), num_labels, bos_token_id=tokenizer.cls_token_id,
+        kind = CLI_ALIASES[name_or_path]
+        if family == "decoder" and classifier:
+            kind = kind.replace("-causal", "-seqcls")
+        return tiny_model(kind, len(tokenizer), num_labels, bos_token_id=tokenizer.cls_token_id,
                           eos_token_id=tokenizer.eos_token_id), tokenizer
     tokenizer = tf.AutoTokenizer.from_pretrained(name_or_path)
-    if family == "encoder":
-        model = _from_pretrained(tf.AutoModelForSequenceClassification, name_or_path, num_labels=num_labels)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if classifier:
+        model = _from_pretrained(tf.AutoModelForSequenceClassification, name_or_path, num_labels=num_labels,
+                                 **({"dtype": torch.float32} if family == "decoder" else {}))
+        if model.config.pad_token_id is None:  # a decoder's head reads the last token that is not padding
+            model.config.pad_token_id = tokenizer.pad_token_id
     elif family == "decoder":
         model = _from_pretrained(tf.AutoModelForCausalLM, name_or_path, dtype=torch.float32)
     else:
         model = _from_pretrained(tf.AutoModelForSeq2SeqLM, name_or_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
 
 
@@ -419,12 +475,13 @@ def run_training(config: RunConfig, report: bool = True) -> dict:
 
     teacher_source = config.teacher_dir or resolve_model_path(config.model_name, config.cache_dir)
     family = model_family(teacher_source)
-    model, tokenizer = load_model(teacher_source, family, len(task.label_names))
+    classifier = classifies_with_head(family, teacher_source, config.head)
+    model, tokenizer = load_model(teacher_source, family, len(task.label_names), classifier)
     model.config.id2label = dict(enumerate(task.label_names))  # saved with the teacher
     model.config.label2id = {name: i for i, name in enumerate(task.label_names)}
-    check_label_words(tokenizer, task, family)
+    check_label_words(tokenizer, task, "encoder" if classifier else family)  # a classifier reads no label words
     head = head_for(model, tokenizer, task, config.max_length)
-    if family == "decoder":  # zero-shot teacher: remove the label-word prior with unlabeled training prompts
+    if family == "decoder" and not classifier:  # zero-shot teacher: remove the label-word prior (unlabeled prompts)
         head.calibrate(model, [Example(e.text, e.text_pair) for e in splits["train"][:CALIBRATION_EXAMPLES]])
     # Under `accelerate launch`, only one process writes. cpu= as the Trainer will use it: a plain PartialState() on a
     # machine without CUDA sees no distributed run, and every process would think it is the main one.
@@ -432,12 +489,13 @@ def run_training(config: RunConfig, report: bool = True) -> dict:
     run_id = run_dir.new_run_id()
     # Built in a hidden staging folder, published at the end; an exception (Ctrl-C) removes the staging folder.
     with run_dir.staged(save_dir, run_id, enabled=main_process) as staging:
-        train_own_teacher = config.teacher_dir is None and family != "decoder"
+        train_own_teacher = config.teacher_dir is None and classifier
         # A tiny alias is built in memory: write it, so the adapter names a teacher that loads.
         write_teacher = train_own_teacher or teacher_source in CLI_ALIASES
         teacher_log = []
         if train_own_teacher:
-            print(f"[revmux] training the N=1 teacher ({family}) on {len(splits['train'])} examples")
+            print(f"[revmux] training the N=1 teacher ({family}, {type(model).__name__}) on {len(splits['train'])} "
+                  "examples")
             trainer = train_teacher(config, model, head, splits["train"], save_dir / "teacher_checkpoints")
             teacher_log = trainer.state.log_history
         if write_teacher and main_process:
@@ -600,7 +658,7 @@ def evaluate_saved(args) -> dict:
     head = head_for(muxed, tokenizer, task, max_length)
     if info is not None and info.calibration is not None:
         head.set_calibration(info.calibration)  # the one training used
-    elif family == "decoder" and splits.get("train"):
+    elif isinstance(head, LabelWordHead) and splits.get("train"):
         warnings.warn(f"{args.adapter_dir} has no saved calibration (it was not saved by this revmux's `revmux "
                       "train`); calibrating on the first training prompts, which may differ from training's.",
                       stacklevel=2)

@@ -56,6 +56,28 @@ def test_train_then_eval_every_family(tmp_path, model):
     assert evaluated["teacher_dev"]["accuracy"] == metrics["teacher_dev"]["accuracy"]
 
 
+def test_decoder_with_a_classifier_head(tmp_path, capsys):
+    """--head classifier: a causal-LM decoder gets a sequence-classification head, trained as the N = 1 teacher; the
+    run calls it a decoder, saves no calibration, and its teacher folder is recognised as a decoder classifier."""
+    from revmux.workflow import RunError, classifies_with_head, model_family
+
+    data, save = _train(tmp_path, "tiny-llama", "--head", "classifier")
+    assert "training the N=1 teacher (decoder, LlamaForSequenceClassification)" in capsys.readouterr().out
+    metrics = json.loads((save / "metrics.json").read_text())
+    assert metrics["family"] == "decoder" and metrics["config"]["head"] == "classifier"
+    assert metrics["teacher_log"]  # the teacher was trained
+    serving = json.loads((save / "adapter" / "revmux_serving.json").read_text())
+    assert serving["model_class"] == "LlamaForSequenceClassification" and serving["calibration"] is None
+    teacher = str(save / "teacher")
+    assert model_family(teacher) == "decoder" and classifies_with_head("decoder", teacher)
+    with pytest.raises(RunError, match="--head classifier"):
+        classifies_with_head("decoder", teacher, "label_words")
+    output = tmp_path / "eval.json"
+    main(["eval", "--task_name", "sst-2", "--adapter_dir", str(save / "adapter"), "--data_dir", str(data),
+          "--batch_size", "16", "--pairings", "2", "--output", str(output)])
+    assert json.loads(output.read_text())["revmux_dev"]["accuracies"] == metrics["revmux_dev"]["accuracies"]
+
+
 def test_resume_continues_from_the_last_checkpoint(tmp_path):
     data, save = _train(tmp_path, "tiny-bert")
     (epoch_one,) = (save / "checkpoints").glob("checkpoint-*")

@@ -109,7 +109,7 @@ class SequenceClassifierHead(ClassificationHead):
     """``*ForSequenceClassification`` models: their own head reads CLS (encoders) or the last non-pad token
     (decoders, transformers' rule)."""
 
-    family = "encoder"
+    family = "encoder"  # or a decoder with a classification head: what matters here is that the model's head reads
 
     def __init__(self, tokenizer, task, max_length: int = 128, reads: str = "first", pad_token_id=None):
         super().__init__(tokenizer, task, max_length)

@@ -9,7 +9,9 @@ already computed (``RevMuxModel.teacher()``), so the shared prefix is not recomp
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import os
 import random
 import statistics
 from collections.abc import Sequence
@@ -25,6 +27,80 @@ from revmux.train.data import Example
 from revmux.train.diagnostics import DIAGNOSTICS
 from revmux.train.heads import ClassificationHead, revmux_tuner
 from revmux.train.losses import info_nce, orthogonality
+
+
+# ---- a checkpoint's model selection: JSON and safetensors, never a pickle ----------------------------------------
+SELECTION_FILE = "revmux_selection.json"  # {"format", "best": {accuracy, epoch, step}, "adapter_file", "history"}
+SELECTION_ADAPTER_FILE = "revmux_selection_adapter.safetensors"  # the best adapter's tensors
+OLD_SELECTION_FILE = "revmux_selection.pt"  # what earlier revmux wrote: a pickle, refused and never loaded
+SELECTION_FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint revmux cannot resume from; the message names the file and what to do, in one line."""
+
+
+def _json_value(value):
+    if hasattr(value, "item"):  # a 0-d tensor or numpy scalar in a metric
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def save_selection(folder: str | os.PathLike, best: dict, history: list[dict]) -> None:
+    """Write the validation history and the best adapter so far into a checkpoint folder: ``SELECTION_FILE`` (JSON)
+    and, once an adapter was kept, its tensors in ``SELECTION_ADAPTER_FILE`` (safetensors)."""
+    folder = Path(folder)
+    adapter = best.get("adapter")
+    if adapter is not None:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().cpu().contiguous() for k, v in adapter.items()}, str(folder / SELECTION_ADAPTER_FILE))
+    record = {"format": SELECTION_FORMAT, "best": {k: v for k, v in best.items() if k != "adapter"},
+              "adapter_file": SELECTION_ADAPTER_FILE if adapter is not None else None, "history": history}
+    tmp = folder / f"{SELECTION_FILE}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(record, indent=1, default=_json_value))
+    os.replace(tmp, folder / SELECTION_FILE)
+
+
+def check_resumable(folder: str | os.PathLike) -> None:
+    """Raise ``CheckpointError`` for a checkpoint folder whose model selection is in the old pickle format."""
+    folder = Path(folder)
+    old = folder / OLD_SELECTION_FILE
+    if old.is_file() and not (folder / SELECTION_FILE).is_file():
+        raise CheckpointError(f"{old}: this checkpoint's model selection was saved by an older revmux as a pickle, "
+                              f"which revmux no longer loads (unpickling can run code); train again without "
+                              f"--resume, or delete the checkpoint folder {folder}.")
+
+
+def load_selection(folder: str | os.PathLike) -> tuple[dict, list[dict]] | None:
+    """(best, history) that ``save_selection`` wrote into a checkpoint folder, or None when it holds none.
+
+    ``best`` is {"accuracy", "epoch", "step", "adapter"}, the adapter as CPU tensors (or None).
+
+    Raises:
+        CheckpointError: for the old pickle file (``OLD_SELECTION_FILE``, not loaded), an unreadable selection file or
+            one written by a newer revmux.
+    """
+    folder = Path(folder)
+    check_resumable(folder)
+    path = folder / SELECTION_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        fmt, best, history = record["format"], dict(record["best"]), list(record["history"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: unreadable ({type(e).__name__}: {e}); train again without --resume, or "
+                              f"delete the checkpoint folder {folder}.") from None
+    if fmt > SELECTION_FORMAT:
+        raise CheckpointError(f"{path}: written by a newer revmux (format {fmt}, this one reads "
+                              f"{SELECTION_FORMAT}); upgrade revmux to resume from it.")
+    best["adapter"] = None
+    if record.get("adapter_file"):
+        from safetensors.torch import load_file
+
+        best["adapter"] = load_file(str(folder / SELECTION_ADAPTER_FILE))
+    return best, history
 
 
 @contextlib.contextmanager
@@ -142,7 +218,7 @@ class RevMuxTrainer(Trainer):
         return metrics
 
     # ---- the model selection survives --resume ------------------------------------------------------------------
-    SELECTION_FILE = "revmux_selection.pt"
+    SELECTION_FILE = SELECTION_FILE
 
     def _save_checkpoint(self, model, trial) -> None:
         """transformers' checkpoint, plus the validation history and the best adapter so far."""
@@ -151,14 +227,18 @@ class RevMuxTrainer(Trainer):
             from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
             folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            torch.save({"best": self.best, "history": self.validation_history}, folder / self.SELECTION_FILE)
+            save_selection(folder, self.best, self.validation_history)
 
     def train(self, resume_from_checkpoint=None, *args, **kwargs):
-        """``Trainer.train``; resuming from a checkpoint also restores the best epoch chosen so far."""
-        if isinstance(resume_from_checkpoint, (str, Path)) and (Path(resume_from_checkpoint) /
-                                                               self.SELECTION_FILE).is_file():
-            saved = torch.load(Path(resume_from_checkpoint) / self.SELECTION_FILE, weights_only=False)
-            self.best, self.validation_history = saved["best"], saved["history"]
+        """``Trainer.train``; resuming from a checkpoint also restores the best epoch chosen so far.
+
+        Raises:
+            CheckpointError: for a checkpoint whose model selection an older revmux saved as a pickle (never loaded).
+        """
+        if isinstance(resume_from_checkpoint, (str, Path)):
+            saved = load_selection(resume_from_checkpoint)
+            if saved is not None:
+                self.best, self.validation_history = saved
         return super().train(resume_from_checkpoint, *args, **kwargs)
 
     def _best_index(self) -> int:
