@@ -103,6 +103,12 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max_length", type=int, default=d["max_length"], help="tokens per instance")
     p.add_argument("--info_nce_weight", type=float, default=d["info_nce_weight"], help="λ")
     p.add_argument("--orthogonality_weight", type=float, default=d["orthogonality_weight"], help="μ")
+    p.add_argument("--distill_weight", type=float, default=d["distill_weight"],
+                   help="δ: KL from the teacher's class distribution (calibrated label words for zero-shot decoders)")
+    p.add_argument("--distill_temperature", type=float, default=d["distill_temperature"], help="its temperature")
+    p.add_argument("--state_weight", type=float, default=d["state_weight"],
+                   help="σ: squared distance to the teacher's states where the head reads (standardised with "
+                   "--standardize)")
     p.add_argument("--seed", type=int, default=d["seed"], help="random seed")
     p.add_argument("--pairings", type=int, default=d["pairings"], help="random pairings averaged in evaluation")
     p.add_argument("--eval_batch_size", type=int, default=None, help="evaluation batch size (default: --batch_size)")

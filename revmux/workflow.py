@@ -54,6 +54,9 @@ class RunConfig:
     max_length: int = 64
     info_nce_weight: float = 0.5
     orthogonality_weight: float = 1.0
+    distill_weight: float = 0.0  # δ: KL to the teacher's class distribution (revmux.train.losses.distillation)
+    distill_temperature: float = 2.0
+    state_weight: float = 0.0  # σ: MSE to the teacher's (standardised) states where the head reads
     seed: int = 0
     pairings: int = 10
     eval_batch_size: int | None = None
@@ -136,6 +139,7 @@ class RunConfig:
                 raise RunError(f"{name} must be an integer >= {low}{' or None' if optional else ''}, got {value!r}.")
         for name, positive in (("n_epochs", True), ("teacher_epochs", True), ("adapter_lr", False),
                                ("teacher_lr", False), ("info_nce_weight", False), ("orthogonality_weight", False),
+                               ("distill_weight", False), ("distill_temperature", True), ("state_weight", False),
                                ("cache_memory_mb", False)):
             value = getattr(self, name)
             if not _is_number(value) or value < 0 or (positive and value == 0):
@@ -406,6 +410,8 @@ def train_adapter(config: RunConfig, teacher, head, train: list[Example], output
                           by_length=config.length_buckets and not config.recompute_prefix)
     trainer = RevMuxTrainer(model=model, args=args, train_dataset=train_data, head=head, data_collator=collate,
                             info_nce_weight=config.info_nce_weight, orthogonality_weight=config.orthogonality_weight,
+                            distill_weight=config.distill_weight, distill_temperature=config.distill_temperature,
+                            state_weight=config.state_weight,
                             validation=val_data, patience=config.patience,
                             validation_batch_size=config.eval_batch_size or config.batch_size)
     resume = None

@@ -28,8 +28,8 @@ def _muxed(kind: str, combine_first: int = 2, seed: int = 0):
 
 
 def _loss_and_grads(model, head, inputs):
-    model.zero_grad()
-    loss, _, parts = revmux_objective(model.base_model, model, head, inputs)
+    model.zero_grad()  # every term of the objective, the teacher's class distribution and states included
+    loss, _, parts = revmux_objective(model.base_model, model, head, inputs, distill_weight=1.0, state_weight=0.5)
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     assert grads and all(g.abs().sum() > 0 for g in grads.values())
@@ -48,6 +48,7 @@ def test_cached_prefix_gives_the_recompute_loss_and_gradients(kind, tmp_path):
     assert cached["input_ids"].shape[1] < cache.length
     loss_r, parts_r, grads_r = _loss_and_grads(model, head, recompute)
     loss_c, parts_c, grads_c = _loss_and_grads(model, head, cached)
+    assert {"ce", "info_nce", "orthogonality", "distill", "state"} <= set(parts_r) and set(parts_c) == set(parts_r)
     for name in parts_r:
         torch.testing.assert_close(parts_c[name], parts_r[name], rtol=1e-5, atol=1e-6, msg=name)
     torch.testing.assert_close(loss_c, loss_r, rtol=1e-5, atol=1e-6)
@@ -85,6 +86,25 @@ def test_cache_over_the_memory_budget_is_memory_mapped(tmp_path):
     mapped = PrefixCache.build(model, head, EXAMPLES, tmp_path, memory_budget_mb=0, progress=False)
     assert mapped.memory_mapped and not in_memory.memory_mapped
     assert torch.equal(mapped.take([2, 5], 6)[0], in_memory.take([2, 5], 6)[0])
+
+
+def test_cache_files_hold_no_pickle_and_an_older_format_is_never_read(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from revmux.train import cache as cache_module
+
+    model, tokenizer = _muxed("tiny-bert")
+    head = head_for(model, tokenizer, TASKS["sst-2"], max_length=16)
+    built = PrefixCache.build(model, head, EXAMPLES, tmp_path, progress=False)
+    assert sorted(p.name for p in built.path.iterdir()) == ["meta.json", "states.bin", "teacher.safetensors"]
+    assert torch.equal(load_file(built.path / "teacher.safetensors")["teacher"], built.teacher)
+    assert json.loads((built.path / "meta.json").read_text())["version"] == cache_module.FORMAT_VERSION
+
+    # A cache of the previous format (teacher.pt, a pickle) sits under another key: it is recomputed, not read.
+    monkeypatch.setattr(cache_module, "FORMAT_VERSION", cache_module.FORMAT_VERSION - 1)
+    older_key = PrefixCache.key(model, head.encode_lengths(EXAMPLES), "float32")
+    monkeypatch.undo()
+    assert older_key != built.path.name
 
 
 def test_bad_storage_dtype_is_named(tmp_path):

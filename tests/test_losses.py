@@ -74,3 +74,26 @@ def test_the_objective_compares_standardised_readouts_when_the_adapter_standardi
     assert seen[0] is None
     mean, std = seen[1]
     assert torch.equal(mean, torch.full((32,), 7.0)) and torch.equal(std, torch.full((32,), 2.0))
+
+
+def test_distillation_is_zero_at_the_teacher_and_grows_with_disagreement():
+    from revmux.train.losses import distillation
+
+    teacher = torch.tensor([[2.0, -1.0], [0.5, 0.0]])
+    assert distillation(teacher.clone(), teacher).abs() < 1e-6
+    near, far = teacher + torch.tensor([[0.0, 0.5], [0.0, 0.5]]), teacher.flip(-1)
+    assert 0 < distillation(near, teacher) < distillation(far, teacher)
+    student = far.clone().requires_grad_(True)
+    distillation(student, teacher).backward()
+    assert student.grad.abs().sum() > 0
+
+
+def test_state_distance_in_standard_deviations():
+    from revmux.train.losses import state_distance
+
+    teacher = torch.randn(4, 8)
+    assert state_distance(teacher.clone(), teacher) == 0
+    std = torch.full((8,), 2.0)
+    moved = teacher + 2.0  # one standard deviation per feature
+    torch.testing.assert_close(state_distance(moved, teacher, (torch.zeros(8), std)), torch.tensor(1.0))
+    torch.testing.assert_close(state_distance(2 * teacher, teacher), torch.tensor(1.0))  # relative to the teacher

@@ -26,13 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from revmux.train.data import Example
 from revmux.train.heads import ClassificationHead, revmux_tuner, unwrap
 
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-FORMAT_VERSION = 2  # 2: padded positions stored as zeros
+FORMAT_VERSION = 3  # 2: padded positions stored as zeros; 3: teacher readouts and class logits in teacher.safetensors
+TEACHER_FILE = "teacher.safetensors"
 
 
 def model_fingerprint(model) -> str:
@@ -70,6 +72,7 @@ class PrefixCache:
 
     states: torch.Tensor  # (n, T_c, d), storage dtype; in memory or memory-mapped
     teacher: torch.Tensor  # (n, d) float32: the teacher's last hidden state at the head's read position
+    teacher_logits: torch.Tensor  # (n, C) float32: the teacher's class logits, uncalibrated (``head.uncalibrated``)
     path: Path
     memory_mapped: bool
     token_ids: list  # the examples' token ids (what the key hashes; the dataset buckets by their lengths)
@@ -82,10 +85,11 @@ class PrefixCache:
     def size_mb(self) -> float:
         return (self.states.numel() * self.states.element_size() + self.teacher.numel() * 4) / 2**20
 
-    def take(self, indices: Sequence[int], length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """((B, length, d) float32 layer-K states, (B, d) teacher readouts) of the examples ``indices``."""
+    def take(self, indices: Sequence[int], length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """((B, length, d) float32 layer-K states, (B, d) teacher readouts, (B, C) teacher class logits) of the
+        examples ``indices``."""
         index = torch.as_tensor(list(indices), dtype=torch.long)
-        return self.states[index, :length].float(), self.teacher[index]
+        return self.states[index, :length].float(), self.teacher[index], self.teacher_logits[index]
 
     @classmethod
     def key(cls, model, token_ids: Sequence[Sequence[int]], storage: str) -> str:
@@ -129,8 +133,8 @@ class PrefixCache:
         mapped = size_mb > memory_budget_mb
         if not mapped:
             states = states.clone()  # read into memory once
-        teacher = torch.load(folder / "teacher.pt")
-        return cls(states, teacher, folder, mapped, token_ids)
+        saved = load_file(str(folder / TEACHER_FILE))  # (n, d) readouts, (n, C) class logits, float32
+        return cls(states, saved["teacher"], saved["logits"], folder, mapped, token_ids)
 
     @staticmethod
     def _compute(model, head, examples, token_ids, folder: Path, storage: str, batch_size: int,
@@ -145,6 +149,7 @@ class PrefixCache:
         dtype = STORAGE_DTYPES[storage]
         states = torch.from_file(str(tmp), shared=True, size=n * length * d, dtype=dtype).view(n, length, d)
         teacher = torch.empty(n, d)
+        logits = torch.empty(n, len(head.task.label_names))
         order = sorted(range(n), key=lambda i: -len(token_ids[i]))  # similar lengths together: fewer pad tokens
         device = next(model.parameters()).device
         was_training = model.training
@@ -157,7 +162,7 @@ class PrefixCache:
                 index = order[start:start + batch_size]
                 batch = {k: v.to(device) for k, v in head.collate([examples[i] for i in index]).items()}
                 with tuner.unmultiplexed() as recording:
-                    head.logits(model, batch)
+                    logits[torch.tensor(index)] = head.uncalibrated(head.logits(model, batch)).float().cpu()
                 rows = torch.arange(len(index))
                 positions = head.positions(batch).cpu()
                 real = batch["attention_mask"].cpu()[..., None]  # (b, T, 1); what the multiplexer sees: zero padding
@@ -168,7 +173,7 @@ class PrefixCache:
         bar.close()
         model.train(was_training)
         del states
-        torch.save(teacher, folder / "teacher.pt")
+        save_file({"teacher": teacher, "logits": logits}, str(folder / TEACHER_FILE))
         os.replace(tmp, folder / "states.bin")
         meta = {"shape": [n, length, d], "storage": storage, "seconds": time.perf_counter() - started,
                 "version": FORMAT_VERSION}
@@ -190,10 +195,12 @@ class CachedExamples(torch.utils.data.Dataset):
         return {"index": i, "input_ids": self.token_ids[i]}
 
     def collate(self, items: Sequence[dict]) -> dict:
-        """The head's batch plus ``layer_k_states`` (B, T, d) and ``teacher_readout`` (B, d) from the cache."""
+        """The head's batch plus ``layer_k_states`` (B, T, d), ``teacher_readout`` (B, d) and ``teacher_logits``
+        (B, C) from the cache."""
         index = [item["index"] for item in items]
         batch = self.head.collate([self.examples[i] for i in index])
-        batch["layer_k_states"], batch["teacher_readout"] = self.cache.take(index, batch["input_ids"].shape[1])
+        batch["layer_k_states"], batch["teacher_readout"], batch["teacher_logits"] = self.cache.take(
+            index, batch["input_ids"].shape[1])
         return batch
 
 

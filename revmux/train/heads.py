@@ -75,6 +75,14 @@ class ClassificationHead:
         """(B,) position of the last hidden state the losses compare (student vs teacher)."""
         raise NotImplementedError
 
+    def calibrated(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, C) class logits as this head reports them: minus the calibration of a zero-shot decoder."""
+        return logits
+
+    def uncalibrated(self, logits: torch.Tensor) -> torch.Tensor:
+        """``calibrated``'s inverse: what the model's head itself scored (what a prefix cache stores)."""
+        return logits
+
     def set_calibration(self, values) -> None:
         """Use a saved zero-shot calibration: (C,) values subtracted from the class logits (``LabelWordHead``).
 
@@ -174,10 +182,17 @@ class LabelWordHead(ClassificationHead):
         head = hf.get_output_embeddings()
         ids = self.label_ids.to(hidden.device)
         bias = None if getattr(head, "bias", None) is None else head.bias[ids]
-        logits = F.linear(picked.to(head.weight.dtype), head.weight[ids], bias)  # (B, C)
+        return self.calibrated(F.linear(picked.to(head.weight.dtype), head.weight[ids], bias))  # (B, C)
+
+    def calibrated(self, logits):
         if self.calibration is None:
             return logits
         return logits - self.calibration.to(logits.device, logits.dtype)  # a saved vector reads back as float32
+
+    def uncalibrated(self, logits):
+        if self.calibration is None:
+            return logits
+        return logits + self.calibration.to(logits.device, logits.dtype)
 
     @torch.no_grad()
     def calibrate(self, model, examples: Sequence[Example], batch_size: int = 16) -> torch.Tensor:

@@ -52,3 +52,27 @@ def orthogonality(instances: torch.Tensor, mask: torch.Tensor | None, compose_si
             terms.append((cos * both).sum())
             weights.append(both.sum())
     return torch.stack(terms).sum() / torch.stack(weights).sum().clamp_min(1.0)
+
+
+def distillation(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+    """KL(teacher || student) between (B, C) class distributions at ``temperature``, scaled by T² (Hinton et al.,
+    2015), so its gradients keep their size as T changes. The teacher side carries no gradient.
+
+    For a zero-shot decoder both sides are the calibrated label-word logits: the student learns the teacher's
+    confidence per instance, a denser signal than the gold label alone.
+    """
+    t = temperature
+    target = F.log_softmax(teacher_logits.detach().to(student_logits.dtype) / t, dim=-1)  # (B, C)
+    return F.kl_div(F.log_softmax(student_logits / t, dim=-1), target, log_target=True, reduction="batchmean") * t * t
+
+
+def state_distance(student: torch.Tensor, teacher: torch.Tensor,
+                   statistics: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Mean squared distance between (B, d) student and teacher readouts, per feature in the teacher's standard
+    deviations (``statistics`` = per-feature (mean, std)), else relative to the teacher's mean squared norm: a
+    regression to the teacher's state, which decoder readouts (one massive shared direction) need besides InfoNCE."""
+    teacher = teacher.detach().to(student.dtype)
+    if statistics is not None:
+        _, std = statistics
+        return (((student - teacher) / std) ** 2).mean()
+    return ((student - teacher) ** 2).sum(-1).mean() / (teacher ** 2).sum(-1).mean().clamp_min(1e-8)

@@ -26,7 +26,7 @@ from transformers.trainer_callback import ProgressCallback
 from revmux.train.data import Example
 from revmux.train.diagnostics import DIAGNOSTICS
 from revmux.train.heads import ClassificationHead, revmux_tuner
-from revmux.train.losses import info_nce, orthogonality
+from revmux.train.losses import distillation, info_nce, orthogonality, state_distance
 
 
 # ---- a checkpoint's model selection: JSON and safetensors, never a pickle ----------------------------------------
@@ -114,40 +114,55 @@ def _eval_mode(model):
 
 
 def revmux_objective(tuner, model, head: ClassificationHead, inputs: dict, info_nce_weight: float = 0.5,
-                     orthogonality_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, dict]:
+                     orthogonality_weight: float = 1.0, distill_weight: float = 0.0, distill_temperature: float = 2.0,
+                     state_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """The RevMUX loss of one batch: (loss, (B, C) logits, {term: value}).
 
-    With ``layer_k_states`` / ``teacher_readout`` in ``inputs`` (``CachedExamples``), the forward starts from the
-    cached layer-K states and InfoNCE compares with the cached teacher; otherwise layers [0, K) run on every instance
-    and the teacher runs un-multiplexed from the student's recorded layer-K states.
+    L = CE + λ InfoNCE + μ orthogonality + δ KL(teacher class distribution || student's) + σ MSE(standardised read
+    states). With ``layer_k_states`` / ``teacher_readout`` / ``teacher_logits`` in ``inputs`` (``CachedExamples``),
+    the forward starts from the cached layer-K states and the teacher terms compare with the cache; otherwise layers
+    [0, K) run on every instance and the teacher runs un-multiplexed from the student's recorded layer-K states.
     """
     labels = inputs["labels"]
+    teacher = teacher_logits = None
     if "layer_k_states" in inputs:  # cached prefix
         inputs = dict(inputs)
         states, teacher = inputs.pop("layer_k_states"), inputs.pop("teacher_readout")  # (B, T, d), (B, d)
+        teacher_logits = inputs.pop("teacher_logits", None)  # (B, C), uncalibrated
         with tuner.replaying(states), tuner.recording() as recording:
             logits = head.logits(model, inputs)  # (B, C)
+        if teacher_logits is not None:
+            teacher_logits = head.calibrated(teacher_logits.to(logits.device))
     else:
         with tuner.recording() as recording:
             logits = head.logits(model, inputs)  # (B, C)
-        teacher = None
     loss = ce = F.cross_entropy(logits, labels)
     parts = {"ce": ce.detach()}
+    rows = torch.arange(len(labels), device=logits.device)
+    positions = head.positions(inputs).to(logits.device)  # where the head read each instance
+    if teacher is None and (info_nce_weight or distill_weight or state_weight):
+        with torch.no_grad(), tuner.teacher(recording), _eval_mode(model):  # the frozen backbone, un-multiplexed
+            teacher_logits = head.logits(model, inputs)  # (B, C)
+        teacher = recording.teacher_hidden[rows, positions]  # (B, d)
+    student = recording.restored[rows, positions]  # (B, d)
+    statistics = tuner.readout_statistics()
     if info_nce_weight:
-        rows = torch.arange(len(labels), device=logits.device)
-        positions = head.positions(inputs).to(logits.device)  # where the head read each instance
-        student = recording.restored[rows, positions]  # (B, d)
-        if teacher is None:  # recompute: the frozen backbone from the student's layer-K states
-            with torch.no_grad(), tuner.teacher(recording), _eval_mode(model):
-                head.logits(model, inputs)
-            teacher = recording.teacher_hidden[rows, positions]  # (B, d)
-        parts["info_nce"] = info_nce(student, teacher.to(student.device), statistics=tuner.readout_statistics())
+        parts["info_nce"] = info_nce(student, teacher.to(student.device), statistics=statistics)
         loss = loss + info_nce_weight * parts["info_nce"]
+    if distill_weight:
+        if teacher_logits is None:
+            raise ValueError("distill_weight > 0 needs the teacher's class logits: rebuild the prefix cache (it stores "
+                             "them since cache format 3) or train with recompute_prefix.")
+        parts["distill"] = distillation(logits, teacher_logits, distill_temperature)
+        loss = loss + distill_weight * parts["distill"]
+    if state_weight:
+        parts["state"] = state_distance(student, teacher.to(student.device), statistics)
+        loss = loss + state_weight * parts["state"]
     if orthogonality_weight and recording.instances is not None:
         parts["orthogonality"] = orthogonality(recording.instances, inputs.get("attention_mask"),
                                                tuner.compose_size, batch_size=len(labels))
         loss = loss + orthogonality_weight * parts["orthogonality"]
-    return loss, logits, parts
+    return loss, logits, {k: v.detach() for k, v in parts.items()}
 
 
 class RevMuxTrainer(Trainer):
@@ -164,7 +179,8 @@ class RevMuxTrainer(Trainer):
     loss_is_scaled_for_ga = False  # compute_loss returns a batch mean, not a sum over num_items_in_batch
 
     def __init__(self, *args, head: ClassificationHead, info_nce_weight: float = 0.5,
-                 orthogonality_weight: float = 1.0, validation=None, patience: int | None = None,
+                 orthogonality_weight: float = 1.0, distill_weight: float = 0.0, distill_temperature: float = 2.0,
+                 state_weight: float = 0.0, validation=None, patience: int | None = None,
                  validation_batch_size: int = 64, **kwargs):
         kwargs.setdefault("data_collator", head.collate)
         if validation is not None:
@@ -173,6 +189,8 @@ class RevMuxTrainer(Trainer):
         if self.pop_callback(ProgressCallback) is not None:
             self.add_callback(_EpochLines())
         self.head, self.info_nce_weight, self.orthogonality_weight = head, info_nce_weight, orthogonality_weight
+        self.distill_weight, self.distill_temperature, self.state_weight = distill_weight, distill_temperature, \
+            state_weight
         self.validation, self.patience, self.validation_batch_size = validation, patience, validation_batch_size
         self.best: dict = {"accuracy": None, "epoch": None, "adapter": None}  # model selection on validation
         self.validation_history: list[dict] = []
@@ -187,7 +205,8 @@ class RevMuxTrainer(Trainer):
             return (loss, {"logits": logits}) if return_outputs else loss
 
         loss, logits, parts = revmux_objective(tuner, model, self.head, inputs, self.info_nce_weight,
-                                               self.orthogonality_weight)
+                                               self.orthogonality_weight, self.distill_weight,
+                                               self.distill_temperature, self.state_weight)
         for name, value in parts.items():
             self._parts.setdefault(name, []).append(float(value.detach()))
         return (loss, {"logits": logits}) if return_outputs else loss
@@ -320,7 +339,7 @@ def validation_pass(model, head: ClassificationHead, validation, batch_size: int
             batch = validation.collate([validation[i] for i in order[start:start + batch_size]])
             batch = {k: v.to(device) for k, v in batch.items()}
             states = batch.pop("layer_k_states")
-            batch.pop("teacher_readout")
+            batch.pop("teacher_readout"), batch.pop("teacher_logits", None)
             with tuner.replaying(states), tuner.recording() as recording:
                 logits = head.logits(model, batch)  # (B, C)
             correct += int((logits.argmax(-1) == batch["labels"]).sum())
