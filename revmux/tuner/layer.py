@@ -223,13 +223,18 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
     def _skipped(self, replay: Replay, args: tuple, kwargs: dict):
         """A layer before K while replaying: its output is the replayed states.
 
-        It still runs on the batch's first row, for what it returns besides its hidden states (T5's position bias).
+        A block that returns more than its hidden states (T5's position bias) still runs on the batch's first row for
+        the rest; one that returned a plain tensor the first time (BERT, LLaMA, GPT-2 in transformers 5) is not run
+        again: replaying then costs nothing before K, whatever K.
         """
         hidden, kwargs = self._named_arguments(args, kwargs)
+        states = self._replayed_states(replay, hidden)  # (B, T, d)
+        if self.__dict__.get("_returns_states_only", False):
+            return states
         b = hidden.shape[0]
         kwargs = {k: reduce_layer_argument(k, v, b, b) for k, v in kwargs.items()}  # one row's arguments
         out = self.base_layer(hidden[:1], **kwargs)  # (1, T, d)
-        states = self._replayed_states(replay, hidden)  # (B, T, d)
+        self.__dict__["_returns_states_only"] = not isinstance(out, tuple)
         return (states,) + tuple(out[1:]) if isinstance(out, tuple) else states
 
     def _teacher_forward(self, role: LayerRole, replay: Replay, hidden: torch.Tensor, kwargs: dict):
