@@ -70,7 +70,8 @@ def check_run(config) -> None:
 
     Raises:
         RunError: for an empty split (header-only file, or too few examples to carve validation and held-out
-            sets), a teacher_dir that is not a model folder, or any ``check_model`` problem.
+            sets), a teacher_dir that is not a model folder, any ``check_model`` problem, or a ``--resume``
+            checkpoint whose model selection an older revmux saved as a pickle.
         DataError: for a missing or malformed data file.
     """
     from revmux.workflow import classifies_with_head, model_family, prepare_splits, resolve_model_path, task_and_splits
@@ -100,6 +101,37 @@ def check_run(config) -> None:
                 config.max_length, mux_type=config.model_type, standardize=config.standardize,
                 coupling_hidden_size=config.coupling_hidden_size, demux_hidden_size=config.demux_hidden_size)
     classifies_with_head(model_family(source), source, config.head)  # --head fits the checkpoint
+    check_head_size(source, len(task.label_names), config.ignore_mismatched_sizes and config.teacher_dir is None)
+    if config.resume:  # a checkpoint of an older revmux is refused now, not after the teacher has trained
+        from revmux.train.trainer import CheckpointError, check_resumable
+        from revmux.workflow import _last_complete_checkpoint
+
+        last = _last_complete_checkpoint(Path(config.save_dir) / "checkpoints")  # what train_adapter resumes
+        if last is not None:
+            try:
+                check_resumable(last)
+            except CheckpointError as e:
+                raise RunError(str(e)) from None
+
+
+def check_head_size(name_or_path: str, num_labels: int, reinitialise: bool) -> None:
+    """A classification checkpoint's head must have one output per label of the data, unless it is re-initialised.
+
+    Raises:
+        RunError: naming both counts and ``--ignore_mismatched_sizes`` (which re-initialises the head; the teacher is
+            trained anyway), or, for a ``--teacher_dir``, saying that a trained teacher cannot change its labels.
+    """
+    from revmux.workflow import is_classifier_checkpoint
+
+    if name_or_path in CLI_ALIASES or not is_classifier_checkpoint(name_or_path):
+        return
+    saved = tf.AutoConfig.from_pretrained(name_or_path).num_labels
+    if saved == num_labels or reinitialise:
+        return
+    raise RunError(f"{name_or_path} has a classification head with {saved} labels, but the data has {num_labels}; pass "
+                   f"--ignore_mismatched_sizes to start a new {num_labels}-label head (the N=1 teacher is trained "
+                   "anyway), or a checkpoint without a head. (A --teacher_dir is used as it is: train a teacher for "
+                   "these labels.)")
 
 
 def check_eval(args: argparse.Namespace) -> None:

@@ -136,6 +136,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="decoders: 'label_words' reads the label words with the LM head (zero-shot, calibrated); "
                    "'classifier' adds a sequence-classification head trained as the N=1 teacher; 'auto': a "
                    "*ForSequenceClassification checkpoint is a classifier, a causal LM reads label words")
+    p.add_argument("--ignore_mismatched_sizes", action="store_true", default=argparse.SUPPRESS,
+                   help="a classification checkpoint whose head has another number of labels than the data gets a new "
+                   "head (trained with the N=1 teacher) instead of an error")
     p.add_argument("--no_align_last_tokens", dest="align_last_tokens", action="store_false",
                    default=argparse.SUPPRESS, help="decoders: keep right-padded composites instead of right-aligned "
                    "ones (RevMuxConfig.align_last_tokens; default: aligned)")

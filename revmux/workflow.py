@@ -72,6 +72,7 @@ class RunConfig:
     standardize: bool = False  # RevMuxConfig.standardize: for decoder LLMs (massive activations)
     align_last_tokens: bool = True  # RevMuxConfig.align_last_tokens: decoders read every instance at one position
     head: str = "auto"  # decoders: "label_words" (zero-shot LM head), "classifier" (trained score head), "auto"
+    ignore_mismatched_sizes: bool = False  # a classifier checkpoint with another label count: new head
     coupling_hidden_size: int | None = None  # RevMuxConfig widths; None: the paper's (d, 3d)
     demux_hidden_size: int | None = None
     resume: bool = False
@@ -149,7 +150,7 @@ class RunConfig:
             if not _is_number(value) or not (0 < value < 1 if low_open else 0 <= value < 1):
                 raise RunError(f"{name} must be a number in {'(0' if low_open else '[0'}, 1), got {value!r}.")
         for name in ("recompute_prefix", "length_buckets", "standardize", "align_last_tokens", "resume",
-                     "save_checkpoints"):
+                     "save_checkpoints", "ignore_mismatched_sizes"):
             if not isinstance(getattr(self, name), bool):
                 raise RunError(f"{name} must be True or False, got {getattr(self, name)!r}.")
 
@@ -227,9 +228,11 @@ def classifies_with_head(family: Family, name_or_path: str, head: str = "auto") 
     return head == "classifier" or saved_as_classifier
 
 
-def load_model(name_or_path: str, family: Family, num_labels: int, classifier: bool | None = None):
+def load_model(name_or_path: str, family: Family, num_labels: int, classifier: bool | None = None,
+               ignore_mismatched_sizes: bool = False):
     """(model, tokenizer) for a family: sequence classifier (encoders; decoders with ``classifier``, by default
-    when the checkpoint is one), causal LM (other decoders), or seq2seq LM."""
+    when the checkpoint is one), causal LM (other decoders), or seq2seq LM. ``ignore_mismatched_sizes``: a
+    classification head with another number of labels is re-initialised (``revmux.checks.check_head_size``)."""
     if classifier is None:
         classifier = family == "encoder" or (family == "decoder" and is_classifier_checkpoint(name_or_path))
     if name_or_path in CLI_ALIASES:
@@ -243,8 +246,10 @@ def load_model(name_or_path: str, family: Family, num_labels: int, classifier: b
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if classifier:
-        model = _from_pretrained(tf.AutoModelForSequenceClassification, name_or_path, num_labels=num_labels,
-                                 **({"dtype": torch.float32} if family == "decoder" else {}))
+        options = {"dtype": torch.float32} if family == "decoder" else {}
+        if ignore_mismatched_sizes:
+            options["ignore_mismatched_sizes"] = True
+        model = _from_pretrained(tf.AutoModelForSequenceClassification, name_or_path, num_labels=num_labels, **options)
         if model.config.pad_token_id is None:  # a decoder's head reads the last token that is not padding
             model.config.pad_token_id = tokenizer.pad_token_id
     elif family == "decoder":
@@ -292,8 +297,13 @@ def _from_pretrained(auto, name_or_path: str, **options):
     if head:
         print(f"[revmux] the checkpoint has no classification head: a new one ({', '.join(head)}) is initialised "
               f"and trained with the N=1 teacher")
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or [])
+    resized = [k for k in mismatched if k.startswith(HEAD_PREFIXES)]
+    if resized:  # --ignore_mismatched_sizes
+        print(f"[revmux] the checkpoint's classification head has another number of labels: a new one "
+              f"({', '.join(resized)}) is initialised and trained with the N=1 teacher")
     other = {"missing": [k for k in missing if k not in head], "unexpected": sorted(info.get("unexpected_keys") or []),
-             "mismatched": sorted(str(k) for k in info.get("mismatched_keys") or [])}
+             "mismatched": [k for k in mismatched if k not in resized]}
     for kind, keys in other.items():
         if keys:
             shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
@@ -482,7 +492,8 @@ def run_training(config: RunConfig, report: bool = True) -> dict:
     teacher_source = config.teacher_dir or resolve_model_path(config.model_name, config.cache_dir)
     family = model_family(teacher_source)
     classifier = classifies_with_head(family, teacher_source, config.head)
-    model, tokenizer = load_model(teacher_source, family, len(task.label_names), classifier)
+    model, tokenizer = load_model(teacher_source, family, len(task.label_names), classifier,
+                                  ignore_mismatched_sizes=config.ignore_mismatched_sizes and config.teacher_dir is None)
     model.config.id2label = dict(enumerate(task.label_names))  # saved with the teacher
     model.config.label2id = {name: i for i, name in enumerate(task.label_names)}
     check_label_words(tokenizer, task, "encoder" if classifier else family)  # a classifier reads no label words

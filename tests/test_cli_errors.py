@@ -184,3 +184,35 @@ def test_load_report_becomes_one_line(tmp_path, capfd):
     (line,) = [line for line in out.splitlines() if "classification head" in line]
     assert "classifier.bias, classifier.weight" in line and "trained with the N=1 teacher" in line
     assert type(model).__name__ == "BertForSequenceClassification"
+
+
+def test_a_classifier_checkpoint_with_another_label_count(tmp_path, capfd):
+    """A 2-label classifier checkpoint on 3-class data: refused before any work with both counts and the flag; with
+    --ignore_mismatched_sizes its head is re-initialised (one line) and the teacher trained for 3 labels."""
+    import json
+
+    from revmux.tiny import tiny_model, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    two = tiny_model("tiny-bert", len(tokenizer), num_labels=2)
+    two.save_pretrained(tmp_path / "two")
+    tokenizer.save_pretrained(tmp_path / "two")
+    words = {"good": "pos", "bad": "neg", "the": "neutral"}
+    rows = [f"{w} film {w} movie,{label}" for w, label in words.items() for _ in range(12)]
+    for split in ("train", "dev"):
+        (tmp_path / f"{split}.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    args = ["train", "--model_name", str(tmp_path / "two"), "--train_file", str(tmp_path / "train.csv"),
+            "--validation_file", str(tmp_path / "dev.csv"), "--save_dir", str(tmp_path / "run"), "--n_epochs", "1",
+            "--batch_size", "8", "--pairings", "1", "--no_speedup", "--combine_first", "1"]
+    capfd.readouterr()
+    assert main(args) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("revmux train: error: ")
+    assert "2 labels" in err and "has 3" in err and "--ignore_mismatched_sizes" in err
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+    capfd.readouterr()
+    main(args + ["--ignore_mismatched_sizes"])
+    out = capfd.readouterr().out
+    assert "another number of labels: a new one (classifier.bias, classifier.weight)" in out
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["teacher_log"]
