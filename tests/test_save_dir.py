@@ -17,6 +17,7 @@ from revmux.inference import MuxClassifier
 from revmux.run_dir import MixedRunError
 from revmux.serving import ServingInfo, ServingInfoError
 from revmux.tiny import tiny_model, tiny_tokenizer
+from revmux.train import trainer as trainer_module
 
 ARGS = ["--task_name", "sst-2", "--model_name", "tiny-bert", "--batch_size", "16", "--combine_first", "2",
         "--compose_size", "2", "--teacher_lr", "1e-3", "--pairings", "2"]
@@ -196,3 +197,90 @@ def test_a_save_dir_moved_as_a_whole_still_serves(tmp_path):
     shutil.rmtree(moved / "teacher")
     with pytest.raises(ServingInfoError, match="is not there"):
         MuxClassifier.from_pretrained(moved / "adapter")
+
+
+# ---- the model selection in a checkpoint: JSON and safetensors, never a pickle -----------------------------------
+class _RunsCodeWhenUnpickled:
+    """What a pickle from someone else can hold: unpickling it creates ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_a_checkpoint_keeps_its_model_selection_as_json_and_safetensors(finished_run):
+    from safetensors.torch import load_file
+
+    _, save = finished_run
+    (checkpoint,) = (save / "checkpoints").glob("checkpoint-*")
+    record = json.loads((checkpoint / trainer_module.SELECTION_FILE).read_text())
+    assert record["format"] == trainer_module.SELECTION_FORMAT
+    assert record["best"]["step"] == int(checkpoint.name.split("-")[1]) and record["best"]["epoch"] == 1.0
+    assert [h["epoch"] for h in record["history"]] == [1.0]
+    best = load_file(checkpoint / trainer_module.SELECTION_ADAPTER_FILE)
+    assert best.keys() == load_file(checkpoint / "adapter_model.safetensors").keys()
+    assert not list(checkpoint.glob("revmux*.pt"))
+
+
+def test_selection_round_trip(tmp_path):
+    adapter = {"a.weight": torch.randn(3, 4), "b.bias": torch.randn(4).to(torch.bfloat16)}
+    best = {"accuracy": 0.75, "epoch": 2.0, "step": 12, "adapter": adapter}
+    history = [{"epoch": 1.0, "step": 6, "accuracy": 0.5, "margin": torch.tensor(0.25)},
+               {"epoch": 2.0, "step": 12, "accuracy": 0.75, "margin": 0.5}]
+    trainer_module.save_selection(tmp_path, best, history)
+    json.loads((tmp_path / trainer_module.SELECTION_FILE).read_text())  # plain JSON
+    loaded, loaded_history = trainer_module.load_selection(tmp_path)
+    assert {k: v for k, v in loaded.items() if k != "adapter"} == {"accuracy": 0.75, "epoch": 2.0, "step": 12}
+    assert loaded["adapter"].keys() == adapter.keys()
+    assert all(torch.equal(loaded["adapter"][k], v) for k, v in adapter.items())
+    assert loaded_history == [{**history[0], "margin": 0.25}, history[1]]
+    (tmp_path / "empty").mkdir()
+    assert trainer_module.load_selection(tmp_path / "empty") is None  # a checkpoint without validation
+
+
+def test_resume_keeps_the_model_selection(finished_run, tmp_path):
+    """Epoch 1's selection, made unbeatable in the checkpoint, is still the one kept after resuming to epoch 2."""
+    from safetensors.torch import load_file
+
+    data, save = _copy(finished_run, tmp_path)
+    (checkpoint,) = (save / "checkpoints").glob("checkpoint-*")
+    path = checkpoint / trainer_module.SELECTION_FILE
+    record = json.loads(path.read_text())
+    record["best"]["accuracy"] = record["history"][0]["accuracy"] = 2.0  # no later epoch can beat it
+    path.write_text(json.dumps(record))
+    main(["train", *ARGS, "--teacher_dir", str(save / "teacher"), "--n_epochs", "2", "--data_dir", str(data),
+          "--save_dir", str(save), "--resume"])
+    training = json.loads((save / "metrics.json").read_text())["training"]
+    assert [h["epoch"] for h in training["validation_history"]] == [1.0, 2.0]
+    assert (training["best_epoch"], training["best_validation"]) == (1.0, 2.0)
+    kept, published = (load_file(checkpoint / trainer_module.SELECTION_ADAPTER_FILE),
+                       load_file(save / "adapter" / "adapter_model.safetensors"))
+    assert kept.keys() == published.keys() and all(torch.equal(kept[k], published[k]) for k in kept)
+    second = json.loads((save / "checkpoints" / f"checkpoint-{2 * record['best']['step']}" /
+                         trainer_module.SELECTION_FILE).read_text())
+    assert second["best"] == record["best"]  # and the epoch-2 checkpoint carries it on
+
+
+def test_an_old_format_checkpoint_is_refused_and_never_unpickled(finished_run, tmp_path, capsys):
+    data, save = _copy(finished_run, tmp_path)
+    (checkpoint,) = (save / "checkpoints").glob("checkpoint-*")
+    record = json.loads((checkpoint / trainer_module.SELECTION_FILE).read_text())
+    (checkpoint / trainer_module.SELECTION_FILE).unlink()
+    (checkpoint / trainer_module.SELECTION_ADAPTER_FILE).unlink()
+    marker = tmp_path / "unpickled"
+    old = checkpoint / trainer_module.OLD_SELECTION_FILE  # what revmux wrote before: torch.save of a dict
+    torch.save({"best": {**record["best"], "adapter": {"w": torch.zeros(2)}}, "history": record["history"],
+                "payload": _RunsCodeWhenUnpickled(marker)}, old)
+
+    with pytest.raises(trainer_module.CheckpointError, match="older revmux as a pickle"):
+        trainer_module.load_selection(checkpoint)  # what RevMuxTrainer.train(resume_from_checkpoint=...) reads
+    capsys.readouterr()
+    status = main(["train", *ARGS, "--teacher_dir", str(save / "teacher"), "--n_epochs", "2", "--data_dir",
+                   str(data), "--save_dir", str(save), "--resume"])
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert str(old) in err and "without --resume" in err and str(checkpoint) in err
+    assert not marker.exists()  # the pickle was never loaded
+    assert sorted(p.name for p in (save / "checkpoints").iterdir()) == [checkpoint.name]  # nothing trained
