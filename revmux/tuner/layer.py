@@ -148,7 +148,8 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
             raise RuntimeError("A multiplexed layer ran before the multiplexing layer; call the whole model.")
         with record_function("revmux::group_arguments"):
             kwargs = {k: self._reduced(context, k, v) for k, v in kwargs.items()}
-        if context.shifts is not None and not any("mask" in k and isinstance(v, torch.Tensor) for k, v in kwargs.items()):
+        if role.kind == "mux" and context.shifts is not None and not any(  # checked once per forward, at layer K
+                "mask" in k and isinstance(v, torch.Tensor) for k, v in kwargs.items()):
             raise ValueError(
                 f"{type(self.base_layer).__name__} received no attention mask, so revmux cannot lay its groups out "
                 "right-aligned (align_last_tokens=True): the positions moved in from the left would be attended. "
