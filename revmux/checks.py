@@ -104,9 +104,9 @@ def check_run(config) -> None:
     check_head_size(source, len(task.label_names), config.ignore_mismatched_sizes and config.teacher_dir is None)
     if config.resume:  # a checkpoint of an older revmux is refused now, not after the teacher has trained
         from revmux.train.trainer import CheckpointError, check_resumable
-        from revmux.workflow import _last_complete_checkpoint
+        from revmux.workflow import last_complete_checkpoint
 
-        last = _last_complete_checkpoint(Path(config.save_dir) / "checkpoints")  # what train_adapter resumes
+        last = last_complete_checkpoint(Path(config.save_dir) / "checkpoints")  # what train_adapter resumes
         if last is not None:
             try:
                 check_resumable(last)

@@ -1,4 +1,5 @@
-"""``revmux`` command line: train, eval, bench, demo. Training keeps the paper's argument names verbatim.
+"""``revmux`` command line: train, sweep, eval, bench, demo, predict. Training keeps the paper's argument names
+verbatim.
 
 A user error (bad settings, model or data: ``RunError``, ``DataError``, or an argument argparse rejects) is one line
 on stderr and exit status 2, found before any training starts; anything else is a bug and keeps its traceback.
@@ -10,10 +11,10 @@ import argparse
 import json
 import sys
 import warnings
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
-from revmux.demo import add_speedup_arguments, check_speedup_arguments, measure_speedup, remove_empty_folders
+from revmux.bench.speedup import add_speedup_arguments, check_speedup_arguments, measure_speedup
 from revmux.errors import RunError
 from revmux.train.cache import STORAGE_DTYPES
 from revmux.train.data import TASKS, DataError
@@ -51,7 +52,25 @@ def _task_name(value: str) -> str:
     return value.strip().lower()  # case-insensitive, like get_task: SST-2 and sst-2 both work
 
 
-def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+def _int_list(value: str) -> list[int]:
+    try:
+        return [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 2,3,4, got {value!r}") from None
+
+
+def _mux_type_list(value: str) -> list[str]:
+    types = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [t for t in types if t not in MUX_TYPES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown mux type(s) {', '.join(unknown)}; choose among "
+                                         f"{', '.join(MUX_TYPES)}")
+    return types
+
+
+def _add_train_arguments(p: argparse.ArgumentParser, grid: bool = False) -> None:
+    """``revmux train``'s options; with ``grid`` (``revmux sweep``), --combine_first, --compose_size and --model_type
+    take comma-separated lists, and --resume / --no_checkpoints are left out (a sweep always continues)."""
     d = _DEFAULTS
     # The paper's arguments, verbatim (the defaults are revmux's, RunConfig's: they converge; see docs/training.md).
     p.add_argument("--task_name", default=None, type=_task_name, choices=TASK_NAMES,
@@ -59,16 +78,25 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model_name", required=True,
                    help="a local model folder or hub id; offline aliases: minilm, smollm2, tiny-bert, tiny-llama, "
                         "tiny-t5")
-    p.add_argument("--model_type", default=d["model_type"], choices=MUX_TYPES,
-                   help="revmux: the paper's method; ora: its multiplexer with an MLP demultiplexer; adapter: plain "
-                        "MLP adapters")
+    mux_help = "revmux: the paper's method; ora: its multiplexer with an MLP demultiplexer; adapter: plain MLP adapters"
+    if grid:
+        p.add_argument("--model_type", type=_mux_type_list, default=[d["model_type"]],
+                       help=f"comma-separated mux types ({mux_help}) (default: revmux)")
+    else:
+        p.add_argument("--model_type", default=d["model_type"], choices=MUX_TYPES, help=mux_help)
     p.add_argument("--batch_size", type=int, default=d["batch_size"], help="training batch size (instances)")
     p.add_argument("--n_epochs", type=float, default=d["n_epochs"],
                    help="the most adapter epochs; training stops earlier once validation accuracy stops improving "
                         "(--patience)")
-    p.add_argument("--combine_first", type=int, default=d["combine_first"],
-                   help="K, layers run per instance before mixing (default: half of the layer stack)")
-    p.add_argument("--compose_size", type=int, default=d["compose_size"], help="N, instances per composite")
+    if grid:
+        p.add_argument("--combine_first", type=_int_list, required=True,
+                       help="the K of the grid, comma-separated (e.g. 2,3,4): layers run per instance before mixing")
+        p.add_argument("--compose_size", type=_int_list, required=True,
+                       help="the N of the grid, comma-separated (e.g. 2,3,4): instances per composite")
+    else:
+        p.add_argument("--combine_first", type=int, default=d["combine_first"],
+                       help="K, layers run per instance before mixing (default: half of the layer stack)")
+        p.add_argument("--compose_size", type=int, default=d["compose_size"], help="N, instances per composite")
     p.add_argument("--data_dir", default=None,
                    help="the task folder with train.tsv / dev.tsv (/ test.tsv) in GLUE format, or the GLUE root "
                         "holding it (SST-2/, RTE/, QNLI/, MRPC/); or use --train_file (default: none)")
@@ -98,7 +126,9 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher_dir", default=None,
                    help="an already trained N=1 teacher (default: fine-tune one for encoders and encoder-decoders, "
                         "zero-shot for decoders)")
-    p.add_argument("--teacher_epochs", type=float, default=d["teacher_epochs"], help="teacher fine-tuning epochs")
+    p.add_argument("--teacher_epochs", type=float, default=d["teacher_epochs"],
+                   help="the most teacher fine-tuning epochs; its best validation epoch is kept and it stops after "
+                        "--patience epochs without a better one")
     p.add_argument("--teacher_lr", type=float, default=d["teacher_lr"], help="teacher fine-tuning learning rate")
     p.add_argument("--max_length", type=int, default=d["max_length"], help="tokens per instance")
     p.add_argument("--info_nce_weight", type=float, default=d["info_nce_weight"], help="λ")
@@ -119,7 +149,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--validation_fraction", type=float, default=d["validation_fraction"],
                    help="share of train held out for model selection (early stopping, best epoch); 0: none")
     p.add_argument("--patience", type=int, default=d["patience"],
-                   help="epochs without a better validation accuracy before training stops")
+                   help="epochs without a better validation accuracy before training stops (adapter and teacher)")
     p.add_argument("--recompute_prefix", action="store_true",
                    help="run layers [0, K) and the teacher at every step instead of caching them once (slower; lets "
                         "backbone dropout act on the prefix)")
@@ -145,12 +175,24 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--coupling_hidden_size", type=int, default=None,
                    help="inner width of F_n (default: the hidden size d)")
     p.add_argument("--demux_hidden_size", type=int, default=None, help="inner width of U (default: 3d)")
-    p.add_argument("--resume", action="store_true", help="resume the adapter training from save_dir/checkpoints")
-    p.add_argument("--no_checkpoints", dest="save_checkpoints", action="store_false", default=argparse.SUPPRESS,
-                   help="save no checkpoint per epoch")
+    if not grid:
+        p.add_argument("--resume", action="store_true", help="resume the adapter training from save_dir/checkpoints")
+        p.add_argument("--no_checkpoints", dest="save_checkpoints", action="store_false", default=argparse.SUPPRESS,
+                       help="save no checkpoint per epoch")
     p.add_argument("--no_speedup", dest="speedup", action="store_false",
                    help="skip the speed-up measurement after training")
     add_speedup_arguments(p)
+
+
+def _add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    _add_train_arguments(p, grid=True)
+    p.add_argument("--max_drop", type=float, default=1.0,
+                   help="recommend the fastest cell at most this many accuracy points below the teacher on the "
+                        "validation split (never chosen on dev or held-out)")
+    p.add_argument("--recommend_pairings", type=int, default=10,
+                   help="random pairings the recommended cell is evaluated over (the cells use --pairings)")
+    p.add_argument("--bench_length", type=int, default=None,
+                   help="tokens per instance in the speed-up measurement (default: --max_length)")
 
 
 def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
@@ -198,6 +240,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
     from accelerate import PartialState
 
     from revmux.checks import check_run
+    from revmux.run_dir import remove_empty_folders
     from revmux.workflow import print_table, resolve_model_path, run_training
 
     check_speedup_arguments(args)
@@ -224,6 +267,30 @@ def cmd_train(args: argparse.Namespace) -> dict:
     print()
     print_table(metrics)
     return metrics
+
+
+def cmd_sweep(args: argparse.Namespace) -> dict:
+    """Validate everything, then train and measure the grid (``revmux.workflow.sweep``)."""
+    from revmux.checks import check_run
+    from revmux.run_dir import remove_empty_folders
+    from revmux.workflow.sweep import SweepConfig, run_sweep
+
+    check_speedup_arguments(args)
+    grid = {"combine_first": args.combine_first, "compose_size": args.compose_size, "model_type": args.model_type}
+    config = run_config_from(argparse.Namespace(**{**vars(args), "combine_first": None, "compose_size": 2,
+                                                   "model_type": "revmux"}))
+    sweep = SweepConfig(run=config, combine_first=grid["combine_first"], compose_size=grid["compose_size"],
+                        model_types=grid["model_type"], max_drop=args.max_drop,
+                        recommend_pairings=args.recommend_pairings, speedup=args.speedup,
+                        bench_batch=args.bench_batch, bench_length=args.bench_length,
+                        bench_repeats=args.bench_repeats)
+    for k in sweep.combine_first:  # every cell's model, data and K checked before any training
+        for n in sweep.compose_size:
+            check_run(replace(config, combine_first=k, compose_size=n))
+    try:
+        return run_sweep(sweep)
+    finally:
+        remove_empty_folders(config.save_dir)
 
 
 def cmd_eval(args: argparse.Namespace) -> dict:
@@ -268,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, add, func, text in (
             ("train", _add_train_arguments, cmd_train,
              "train a teacher (if needed) and a RevMUX adapter, evaluate, measure the speed-up"),
+            ("sweep", _add_sweep_arguments, cmd_sweep,
+             "train and measure a (K, N) grid on one teacher: accuracy, speed-up, frontier plot, recommendation"),
             ("eval", _add_eval_arguments, cmd_eval, "evaluate a saved adapter (10 random pairings) beside its teacher"),
             ("demo", add_demo_arguments, cmd_demo,
              "MiniLM on MR end to end: teacher, RevMUX N=2 K=3, accuracy and speed-up"),

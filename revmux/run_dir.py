@@ -132,3 +132,12 @@ def check_same_run(adapter_dir: str | os.PathLike, info, teacher: str | os.PathL
         if recorded is not None and recorded != info.run_id:
             raise MixedRunError(f"{metrics} belongs to run {recorded} but {adapter_dir} to run {info.run_id}: "
                                 f"{metrics.parent} mixes two runs (an interrupted write). Retrain into it.")
+
+
+def remove_empty_folders(save_dir: str | Path, names=("checkpoints", "teacher_checkpoints")) -> None:
+    """Remove the trainers' output folders under ``save_dir`` that were left empty (no checkpoint was saved)."""
+    for name in names:
+        folder = Path(save_dir) / name
+        with contextlib.suppress(FileNotFoundError):  # another process of the same run removed it first
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()

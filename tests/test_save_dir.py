@@ -54,7 +54,7 @@ def test_an_interrupted_run_leaves_the_previous_run_in_place(finished_run, tmp_p
     def interrupted(*args, **kwargs):  # SIGINT after the new teacher was trained and saved
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(workflow, "train_adapter", interrupted)
+    monkeypatch.setattr(workflow.run, "train_adapter", interrupted)
     with pytest.raises(KeyboardInterrupt):
         main(["train", *ARGS, "--seed", "1", "--n_epochs", "1", "--data_dir", str(data), "--save_dir", str(save)])
     assert _digests(save) == before  # no new teacher/ beside the old adapter/ and metrics.json, nothing left over
@@ -157,9 +157,9 @@ def test_last_complete_checkpoint_skips_interrupted_saves(tmp_path):
     empty = checkpoint(18, state=False, weights=False)  # SIGINT right after the folder was made
     truncated = checkpoint(24, text='{"global_step": 2')  # SIGINT while writing the state
     no_weights = checkpoint(30, weights=False)
-    assert workflow._last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-12")
+    assert workflow.last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-12")
     assert empty.exists() and truncated.exists() and no_weights.exists()  # only looked at
-    assert workflow._last_complete_checkpoint(tmp_path, remove_incomplete=True) == str(tmp_path / "checkpoint-12")
+    assert workflow.last_complete_checkpoint(tmp_path, remove_incomplete=True) == str(tmp_path / "checkpoint-12")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-12", "checkpoint-6"]
 
 
@@ -226,15 +226,15 @@ def test_a_checkpoint_keeps_its_model_selection_as_json_and_safetensors(finished
 
 def test_selection_round_trip(tmp_path):
     adapter = {"a.weight": torch.randn(3, 4), "b.bias": torch.randn(4).to(torch.bfloat16)}
-    best = {"accuracy": 0.75, "epoch": 2.0, "step": 12, "adapter": adapter}
+    best = {"accuracy": 0.75, "epoch": 2.0, "step": 12, "weights": adapter}
     history = [{"epoch": 1.0, "step": 6, "accuracy": 0.5, "margin": torch.tensor(0.25)},
                {"epoch": 2.0, "step": 12, "accuracy": 0.75, "margin": 0.5}]
     trainer_module.save_selection(tmp_path, best, history)
     json.loads((tmp_path / trainer_module.SELECTION_FILE).read_text())  # plain JSON
     loaded, loaded_history = trainer_module.load_selection(tmp_path)
-    assert {k: v for k, v in loaded.items() if k != "adapter"} == {"accuracy": 0.75, "epoch": 2.0, "step": 12}
-    assert loaded["adapter"].keys() == adapter.keys()
-    assert all(torch.equal(loaded["adapter"][k], v) for k, v in adapter.items())
+    assert {k: v for k, v in loaded.items() if k != "weights"} == {"accuracy": 0.75, "epoch": 2.0, "step": 12}
+    assert loaded["weights"].keys() == adapter.keys()
+    assert all(torch.equal(loaded["weights"][k], v) for k, v in adapter.items())
     assert loaded_history == [{**history[0], "margin": 0.25}, history[1]]
     (tmp_path / "empty").mkdir()
     assert trainer_module.load_selection(tmp_path / "empty") is None  # a checkpoint without validation

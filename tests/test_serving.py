@@ -41,7 +41,7 @@ def test_autopeft_loads_the_teacher_the_adapter_was_trained_on(tmp_path, monkeyp
         captured.update(muxed=muxed, head=head, dev=splits["dev"])
         return evaluate_run(config, muxed, head, task, splits)
 
-    monkeypatch.setattr(workflow, "evaluate_run", capture)
+    monkeypatch.setattr(workflow.run, "evaluate_run", capture)
     monkeypatch.chdir(tmp_path)
     _, save = _train(tmp_path, "tiny-bert", save_dir=Path("run"))  # relative: the recorded path must not be
     save = tmp_path / "run"
@@ -66,13 +66,13 @@ def test_muxclassifier_reproduces_revmux_eval_on_a_decoder_adapter(tmp_path, mon
     assert info.calibration is not None and len(info.calibration) == 2
 
     heads = []
-    evaluate = workflow.evaluate
+    evaluate = workflow.evaluation.evaluate
 
     def spy(model, head, *args, **kwargs):
         heads.append(head)
         return evaluate(model, head, *args, **kwargs)
 
-    monkeypatch.setattr(workflow, "evaluate", spy)
+    monkeypatch.setattr(workflow.evaluation, "evaluate", spy)
     args = argparse.Namespace(task_name="sst-2", adapter_dir=str(save / "adapter"), model_name=None,
                               data_dir=str(data), batch_size=16, pairings=2, max_length=None,
                               max_eval_examples=None, seed=0, output=None)

@@ -92,11 +92,13 @@ class PrefixCache:
         return self.states[index, :length].float(), self.teacher[index], self.teacher_logits[index]
 
     @classmethod
-    def key(cls, model, token_ids: Sequence[Sequence[int]], storage: str) -> str:
+    def key(cls, model, token_ids: Sequence[Sequence[int]], storage: str, combine_first: int | None = None) -> str:
+        """The cache folder's name: model, tokenized data, K (default: the active adapter's) and storage dtype."""
         tuner = revmux_tuner(model)
         config = next(iter(tuner.peft_config.values()))
+        k = config.combine_first if combine_first is None else combine_first
         parts = {"version": FORMAT_VERSION, "model": model_fingerprint(model), "data": tokens_fingerprint(token_ids),
-                 "combine_first": config.combine_first, "stacks": list(config.target_modules), "storage": storage}
+                 "combine_first": k, "stacks": list(config.target_modules), "storage": storage}
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
     @classmethod
@@ -123,7 +125,8 @@ class PrefixCache:
         folder = Path(cache_dir) / "prefix" / cls.key(model, token_ids, storage)
         meta_path = folder / "meta.json"
         if not meta_path.is_file():
-            cls._compute(model, head, examples, token_ids, folder, storage, batch_size, progress)
+            k = next(iter(tuner.peft_config.values())).combine_first
+            cls._compute(model, head, examples, token_ids, {k: folder}, storage, batch_size, progress)
         meta = json.loads(meta_path.read_text())
         n, length, d = meta["shape"]
         dtype = STORAGE_DTYPES[meta["storage"]]
@@ -136,18 +139,59 @@ class PrefixCache:
         saved = load_file(str(folder / TEACHER_FILE))  # (n, d) readouts, (n, C) class logits, float32
         return cls(states, saved["teacher"], saved["logits"], folder, mapped, token_ids)
 
+    @classmethod
+    def prepare(cls, model, head: ClassificationHead, examples: Sequence[Example], cache_dir: str | os.PathLike,
+                layers: Sequence[int], storage: str = "float32", batch_size: int = 64, progress: bool = True
+                ) -> list[int]:
+        """Compute the caches of ``examples`` at every K in ``layers`` that is not on disk yet, all in one pass of
+        the backbone (the states entering each layer K are taken as they pass); ``build`` for an adapter at any of
+        these K then loads its cache without running the backbone. Returns the K computed.
+
+        Raises:
+            ValueError: for an unknown storage dtype, a model without a RevMUX adapter, or a K outside its stack.
+        """
+        if storage not in STORAGE_DTYPES:
+            raise ValueError(f"Unknown cache storage dtype {storage!r}; choose one of {', '.join(STORAGE_DTYPES)}.")
+        tuner = revmux_tuner(model)
+        if tuner is None:
+            raise ValueError("PrefixCache.prepare needs a RevMUX PeftModel (get_revmux_model(teacher, config)).")
+        size = len(tuner.model.get_submodule(next(iter(tuner.peft_config.values())).target_modules[0]))
+        wrong = [k for k in layers if not 0 <= k < size]
+        if wrong:
+            raise ValueError(f"K = {wrong} outside the multiplexed stack's {size} layers (0 <= K < {size}).")
+        token_ids = head.encode_lengths(examples)
+        folders = {k: Path(cache_dir) / "prefix" / cls.key(model, token_ids, storage, combine_first=k)
+                   for k in sorted(set(layers))}
+        missing = {k: folder for k, folder in folders.items() if not (folder / "meta.json").is_file()}
+        if missing:
+            cls._compute(model, head, examples, token_ids, missing, storage, batch_size, progress)
+        return sorted(missing)
+
     @staticmethod
-    def _compute(model, head, examples, token_ids, folder: Path, storage: str, batch_size: int,
+    def _compute(model, head, examples, token_ids, folders: dict[int, Path], storage: str, batch_size: int,
                  progress: bool) -> None:
+        """One pass of the un-multiplexed backbone over ``examples``; the states entering layer K of the multiplexed
+        stack (zero at padding) go to ``folders[K]``, with the teacher's readouts and class logits."""
         tuner = revmux_tuner(model)
         hf = unwrap(model)
         length = max(len(ids) for ids in token_ids)
         d = hf.config.get_text_config().hidden_size
         n = len(examples)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f"states.bin.tmp{os.getpid()}"
         dtype = STORAGE_DTYPES[storage]
-        states = torch.from_file(str(tmp), shared=True, size=n * length * d, dtype=dtype).view(n, length, d)
+        stack = tuner.model.get_submodule(next(iter(tuner.peft_config.values())).target_modules[0])
+        entering: dict[int, torch.Tensor] = {}  # K -> (b, T, d) of the current batch
+
+        def keep(k: int):
+            def hook(layer, args, kwargs):  # a RevMuxLayer: its first argument is the hidden states
+                entering[k] = layer._named_arguments(args, kwargs)[0]
+            return hook
+
+        hooks = [stack[k].register_forward_pre_hook(keep(k), with_kwargs=True) for k in folders]
+        tmps, states = {}, {}
+        for k, folder in folders.items():
+            folder.mkdir(parents=True, exist_ok=True)
+            tmps[k] = folder / f"states.bin.tmp{os.getpid()}"
+            states[k] = torch.from_file(str(tmps[k]), shared=True, size=n * length * d, dtype=dtype).view(n, length, d)
         teacher = torch.empty(n, d)
         logits = torch.empty(n, len(head.task.label_names))
         order = sorted(range(n), key=lambda i: -len(token_ids[i]))  # similar lengths together: fewer pad tokens
@@ -155,30 +199,37 @@ class PrefixCache:
         was_training = model.training
         model.eval()
         started = time.perf_counter()
-        bar = tqdm(total=n, desc=f"caching layer-K states ({n * length * d * states.element_size() / 2**20:.0f} MB)",
+        megabytes = len(folders) * n * length * d * dtype.itemsize / 2**20
+        bar = tqdm(total=n, desc=f"caching layer-K states at K={','.join(map(str, folders))} ({megabytes:.0f} MB)",
                    disable=not progress, unit="ex")
-        with torch.no_grad():
-            for start in range(0, n, batch_size):
-                index = order[start:start + batch_size]
-                batch = {k: v.to(device) for k, v in head.collate([examples[i] for i in index]).items()}
-                with tuner.unmultiplexed() as recording:
-                    logits[torch.tensor(index)] = head.uncalibrated(head.logits(model, batch)).float().cpu()
-                rows = torch.arange(len(index))
-                positions = head.positions(batch).cpu()
-                real = batch["attention_mask"].cpu()[..., None]  # (b, T, 1); what the multiplexer sees: zero padding
-                t = real.shape[1]
-                states[torch.tensor(index), :t] = (recording.layer_k_states.detach().cpu() * real).to(dtype)
-                teacher[torch.tensor(index)] = recording.teacher_hidden.detach().cpu().float()[rows, positions]
-                bar.update(len(index))
-        bar.close()
-        model.train(was_training)
+        try:
+            with torch.no_grad():
+                for start in range(0, n, batch_size):
+                    index = order[start:start + batch_size]
+                    batch = {k: v.to(device) for k, v in head.collate([examples[i] for i in index]).items()}
+                    with tuner.unmultiplexed() as recording:
+                        logits[torch.tensor(index)] = head.uncalibrated(head.logits(model, batch)).float().cpu()
+                    rows = torch.arange(len(index))
+                    positions = head.positions(batch).cpu()
+                    real = batch["attention_mask"].cpu()[..., None]  # (b, T, 1); the multiplexer sees zero padding
+                    t = real.shape[1]
+                    for k in folders:
+                        states[k][torch.tensor(index), :t] = (entering[k].detach().cpu() * real).to(dtype)  # (b, t, d)
+                    teacher[torch.tensor(index)] = recording.teacher_hidden.detach().cpu().float()[rows, positions]
+                    bar.update(len(index))
+        finally:
+            for hook in hooks:
+                hook.remove()
+            bar.close()
+            model.train(was_training)
         del states
-        save_file({"teacher": teacher, "logits": logits}, str(folder / TEACHER_FILE))
-        os.replace(tmp, folder / "states.bin")
         meta = {"shape": [n, length, d], "storage": storage, "seconds": time.perf_counter() - started,
-                "version": FORMAT_VERSION}
-        (folder / "meta.json.tmp").write_text(json.dumps(meta))
-        os.replace(folder / "meta.json.tmp", folder / "meta.json")  # written last: the cache is complete
+                "version": FORMAT_VERSION, "computed_with": sorted(folders)}
+        for k, folder in folders.items():
+            save_file({"teacher": teacher, "logits": logits}, str(folder / TEACHER_FILE))
+            os.replace(tmps[k], folder / "states.bin")
+            (folder / "meta.json.tmp").write_text(json.dumps(meta))
+            os.replace(folder / "meta.json.tmp", folder / "meta.json")  # written last: the cache is complete
 
 
 class CachedExamples(torch.utils.data.Dataset):

@@ -50,12 +50,12 @@ def save_selection(folder: str | os.PathLike, best: dict, history: list[dict]) -
     """Write the validation history and the best adapter so far into a checkpoint folder: ``SELECTION_FILE`` (JSON)
     and, once an adapter was kept, its tensors in ``SELECTION_ADAPTER_FILE`` (safetensors)."""
     folder = Path(folder)
-    adapter = best.get("adapter")
+    adapter = best.get("weights")
     if adapter is not None:
         from safetensors.torch import save_file
 
         save_file({k: v.detach().cpu().contiguous() for k, v in adapter.items()}, str(folder / SELECTION_ADAPTER_FILE))
-    record = {"format": SELECTION_FORMAT, "best": {k: v for k, v in best.items() if k != "adapter"},
+    record = {"format": SELECTION_FORMAT, "best": {k: v for k, v in best.items() if k != "weights"},
               "adapter_file": SELECTION_ADAPTER_FILE if adapter is not None else None, "history": history}
     tmp = folder / f"{SELECTION_FILE}.tmp{os.getpid()}"
     tmp.write_text(json.dumps(record, indent=1, default=_json_value))
@@ -75,7 +75,7 @@ def check_resumable(folder: str | os.PathLike) -> None:
 def load_selection(folder: str | os.PathLike) -> tuple[dict, list[dict]] | None:
     """(best, history) that ``save_selection`` wrote into a checkpoint folder, or None when it holds none.
 
-    ``best`` is {"accuracy", "epoch", "step", "adapter"}, the adapter as CPU tensors (or None).
+    ``best`` is {"accuracy", "epoch", "step", "weights"}, the adapter's weights as CPU tensors (or None).
 
     Raises:
         CheckpointError: for the old pickle file (``OLD_SELECTION_FILE``, not loaded), an unreadable selection file or
@@ -95,11 +95,11 @@ def load_selection(folder: str | os.PathLike) -> tuple[dict, list[dict]] | None:
     if fmt > SELECTION_FORMAT:
         raise CheckpointError(f"{path}: written by a newer revmux (format {fmt}, this one reads "
                               f"{SELECTION_FORMAT}); upgrade revmux to resume from it.")
-    best["adapter"] = None
+    best["weights"] = None
     if record.get("adapter_file"):
         from safetensors.torch import load_file
 
-        best["adapter"] = load_file(str(folder / SELECTION_ADAPTER_FILE))
+        best["weights"] = load_file(str(folder / SELECTION_ADAPTER_FILE))
     return best, history
 
 
@@ -166,9 +166,12 @@ def revmux_objective(tuner, model, head: ClassificationHead, inputs: dict, info_
 
 
 class RevMuxTrainer(Trainer):
-    """A transformers Trainer whose loss is the RevMUX objective (plain CE for a model without an adapter).
+    """A transformers Trainer whose loss is the RevMUX objective (plain CE for a model without an adapter: the N = 1
+    teacher being fine-tuned).
 
-    The loss is a per-batch mean, so the Trainer divides it by the gradient-accumulation steps itself.
+    The loss is a per-batch mean, so the Trainer divides it by the gradient-accumulation steps itself. With a
+    ``validation`` split, each evaluation measures its accuracy, keeps the best weights (the adapter's; all of a
+    teacher's) and stops training after ``patience`` evaluations without improvement; ``restore_best`` loads them.
 
     Args:
         head: the family's ClassificationHead; it is also the data collator.
@@ -192,7 +195,7 @@ class RevMuxTrainer(Trainer):
         self.distill_weight, self.distill_temperature, self.state_weight = distill_weight, distill_temperature, \
             state_weight
         self.validation, self.patience, self.validation_batch_size = validation, patience, validation_batch_size
-        self.best: dict = {"accuracy": None, "epoch": None, "adapter": None}  # model selection on validation
+        self.best: dict = {"accuracy": None, "epoch": None, "weights": None}  # model selection on validation
         self.validation_history: list[dict] = []
         self._parts: dict[str, list[float]] = {}
 
@@ -213,8 +216,8 @@ class RevMuxTrainer(Trainer):
 
     # ---- model selection on a validation split (never on the reported splits) ---------------------------------
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
-        """Validation accuracy (one fixed pairing); keeps the best adapter and stops after ``patience`` epochs
-        without improvement."""
+        """Validation accuracy (one fixed pairing; a teacher: N = 1); keeps the best weights and stops after
+        ``patience`` epochs without improvement."""
         if self.validation is None:
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         model = self.accelerator.unwrap_model(self.model)
@@ -225,11 +228,8 @@ class RevMuxTrainer(Trainer):
         metrics = {f"{metric_key_prefix}_accuracy": accuracy,
                    **{f"{metric_key_prefix}_{k}": v for k, v in measured.items()}}
         if self.best["accuracy"] is None or accuracy > self.best["accuracy"]:
-            from peft import get_peft_model_state_dict
-
-            state = get_peft_model_state_dict(model)
             self.best = {"accuracy": accuracy, "epoch": epoch, "step": self.state.global_step,
-                         "adapter": {k: v.detach().clone() for k, v in state.items()}}
+                         "weights": _trained_weights(model)}
         elif self.patience is not None and len(self.validation_history) - 1 - self._best_index() >= self.patience:
             self.control.should_training_stop = True
         self.log(metrics)
@@ -242,7 +242,8 @@ class RevMuxTrainer(Trainer):
     def _save_checkpoint(self, model, trial) -> None:
         """transformers' checkpoint, plus the validation history and the best adapter so far."""
         super()._save_checkpoint(model, trial)
-        if self.validation is not None and self.args.should_save:
+        tuner = revmux_tuner(self.accelerator.unwrap_model(self.model))
+        if self.validation is not None and self.args.should_save and tuner is not None:  # (teachers never resume)
             from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
             folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
@@ -264,18 +265,31 @@ class RevMuxTrainer(Trainer):
         return next(i for i, h in enumerate(self.validation_history) if h["step"] == self.best["step"])
 
     def restore_best(self) -> None:
-        """Load the adapter weights of the best validation epoch (no-op without validation)."""
-        if self.best["adapter"] is None:
+        """Load the weights of the best validation epoch (no-op without validation)."""
+        if self.best["weights"] is None:
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        if revmux_tuner(model) is None:  # an N = 1 teacher: every weight was trained
+            model.load_state_dict(self.best["weights"])
             return
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(self.accelerator.unwrap_model(self.model), self.best["adapter"])
+        set_peft_model_state_dict(model, self.best["weights"])
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         for name, values in self._parts.items():
             logs[f"loss_{name}"] = round(sum(values) / len(values), 4)
         self._parts = {}
         super().log(logs, *args, **kwargs)
+
+
+def _trained_weights(model) -> dict[str, torch.Tensor]:
+    """A copy of what training changes: the adapter's weights, or all of an N = 1 teacher's (on the CPU)."""
+    if revmux_tuner(model) is None:
+        return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
 
 
 class _EpochLines(ProgressCallback):
