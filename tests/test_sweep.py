@@ -117,9 +117,10 @@ def test_a_killed_sweep_continues_with_its_missing_cells(tmp_path, monkeypatch, 
 
 def test_a_sweep_continued_with_other_settings_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("REVMUX_CACHE", str(tmp_path / "cache"))
-    assert _sweep(tmp_path, "--no_speedup", "--max_drop", "100") == 0
+    one_cell = ("--combine_first", "1", "--compose_size", "2", "--no_speedup")
+    assert _sweep(tmp_path, *one_cell, "--max_drop", "100") == 0
     capsys.readouterr()
-    assert _sweep(tmp_path, "--no_speedup", "--adapter_lr", "3e-3") == 2
+    assert _sweep(tmp_path, *one_cell, "--adapter_lr", "3e-3") == 2
     err = capsys.readouterr().err
     assert "other settings" in err and "adapter_lr" in err and "--save_dir" in err
 

@@ -126,7 +126,7 @@ def _sweep_teacher(sweep: SweepConfig, task, splits: dict, save_dir: Path) -> tu
     facts_path, folder = save_dir / "teacher.json", save_dir / "teacher"
     if facts_path.is_file():  # fine-tuned (or written) by this sweep before it was killed
         facts = json.loads(facts_path.read_text())
-        if facts.get("written"):
+        if facts.get("written") and (folder / "config.json").is_file():
             teacher = load_teacher(replace(config, teacher_dir=str(folder)), task, splits["train"])
             return teacher, str(folder.resolve()), run_dir.run_id_of(folder), facts
     teacher = load_teacher(config, task, splits["train"])
