@@ -201,3 +201,25 @@ def test_one_caching_pass_gives_each_k_the_cache_it_would_compute_alone(tmp_path
     with pytest.raises(ValueError, match="outside the multiplexed stack"):
         PrefixCache.prepare(revmux.get_revmux_model(model, revmux.RevMuxConfig(compose_size=2, combine_first=1)),
                             head, data["train"], tmp_path / "x", [1, 7])
+
+
+def test_a_sweep_on_your_own_tables(tmp_path, monkeypatch):
+    """``--train_file`` data: the cells are trained on the file's labels, and their adapters serve them."""
+    monkeypatch.setenv("REVMUX_CACHE", str(tmp_path / "cache"))
+    tsv = write_sentiment_tsvs(tmp_path / "tsv", sizes=(96, 24, 24))
+    for split in ("train", "dev"):
+        rows = [line.split("\t") for line in (tsv / f"{split}.tsv").read_text().splitlines()[1:]]
+        with open(tmp_path / f"{split}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["review", "mood"])
+            writer.writerows([text, "happy" if label == "1" else "sad"] for text, label in rows)
+    assert main(["sweep", "--model_name", "tiny-bert", "--train_file", str(tmp_path / "train.csv"),
+                 "--validation_file", str(tmp_path / "dev.csv"), "--text_column", "review", "--label_column", "mood",
+                 "--save_dir", str(tmp_path / "sweep"), "--combine_first", "1", "--compose_size", "2",
+                 "--batch_size", "16", "--n_epochs", "1", "--teacher_epochs", "1", "--pairings", "1",
+                 "--no_speedup"]) == 0
+    from revmux.inference import MuxClassifier
+
+    adapter = tmp_path / "sweep" / "cells" / "revmux-K1-N2" / "adapter"
+    predictions = MuxClassifier.from_pretrained(adapter, batch_size=4)(["a fine film", "a dull film"] * 2)
+    assert {p.label for p in predictions} <= {"happy", "sad"} and len(predictions) == 4
