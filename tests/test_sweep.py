@@ -158,6 +158,10 @@ def test_bad_grids_are_named():
         SweepConfig(run=config, combine_first=[1], compose_size=[1, 2])
     with pytest.raises(RunError, match="max_drop"):
         SweepConfig(run=config, combine_first=[1], compose_size=[2], max_drop=-1)
+    with pytest.raises(RunError, match="validation_fraction"):
+        SweepConfig(run=revmux.workflow.RunConfig(task_name="sst-2", model_name="tiny-bert", data_dir="x",
+                                                  save_dir="y", validation_fraction=0.0),
+                    combine_first=[1], compose_size=[2])
 
 
 def test_the_grid_on_the_command_line_is_checked_before_any_training(tmp_path, capsys):

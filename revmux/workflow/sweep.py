@@ -64,8 +64,10 @@ class SweepConfig:
     bench_repeats: int = 7
 
     def __post_init__(self):
-        """Raises: RunError for an empty or repeated grid, a K below 1, an N below 2, an unknown mux type or a bad
-        recommendation setting."""
+        """Raises: RunError for an empty or repeated grid, a K below 1, an N below 2, an unknown mux type, a bad
+        recommendation setting, or no validation split to choose on."""
+        if not self.run.validation_fraction:
+            raise RunError("revmux sweep chooses on a validation split: --validation_fraction must be above 0.")
         for name, low in (("combine_first", 1), ("compose_size", 2)):
             values = getattr(self, name)
             if not values or any(not isinstance(v, int) or isinstance(v, bool) or v < low for v in values):
@@ -314,8 +316,6 @@ def run_sweep(sweep: SweepConfig) -> dict:
     task, files = task_and_splits(config)
     splits = prepare_splits(config, files)
     del files
-    if not splits["validation"]:
-        raise RunError("revmux sweep chooses on a validation split: --validation_fraction must be above 0.")
     teacher, teacher_path, teacher_run_id, teacher_facts = _sweep_teacher(sweep, task, splits, save_dir)
     todo = [c for c in sweep.cells() if not (save_dir / "cells" / cell_name(*c) / "cell.json").is_file()]
     caching_seconds = _cache_every_k(sweep, teacher, splits) if todo else 0.0
