@@ -228,8 +228,9 @@ class PrefixCache:
         for k, folder in folders.items():
             save_file({"teacher": teacher, "logits": logits}, str(folder / TEACHER_FILE))
             os.replace(tmps[k], folder / "states.bin")
-            (folder / "meta.json.tmp").write_text(json.dumps(meta))
-            os.replace(folder / "meta.json.tmp", folder / "meta.json")  # written last: the cache is complete
+            tmp_meta = folder / f"meta.json.tmp{os.getpid()}"  # (launched processes may compute it together)
+            tmp_meta.write_text(json.dumps(meta))
+            os.replace(tmp_meta, folder / "meta.json")  # written last: the cache is complete
 
 
 class CachedExamples(torch.utils.data.Dataset):
