@@ -226,7 +226,9 @@ class PrefixCache:
         meta = {"shape": [n, length, d], "storage": storage, "seconds": time.perf_counter() - started,
                 "version": FORMAT_VERSION, "computed_with": sorted(folders)}
         for k, folder in folders.items():
-            save_file({"teacher": teacher, "logits": logits}, str(folder / TEACHER_FILE))
+            tmp_teacher = folder / f"{TEACHER_FILE}.tmp{os.getpid()}"  # replaced whole: never read half-written
+            save_file({"teacher": teacher, "logits": logits}, str(tmp_teacher))
+            os.replace(tmp_teacher, folder / TEACHER_FILE)
             os.replace(tmps[k], folder / "states.bin")
             tmp_meta = folder / f"meta.json.tmp{os.getpid()}"  # (launched processes may compute it together)
             tmp_meta.write_text(json.dumps(meta))
