@@ -237,10 +237,8 @@ def run_config_from(args: argparse.Namespace) -> RunConfig:
 
 def cmd_train(args: argparse.Namespace) -> dict:
     """Validate everything, train, then measure the speed-up and print the result table (as ``revmux demo``)."""
-    from accelerate import PartialState
-
     from revmux.checks import check_run
-    from revmux.run_dir import remove_empty_folders
+    from revmux.run_dir import is_main_process, remove_empty_folders
     from revmux.workflow import print_table, resolve_model_path, run_training
 
     check_speedup_arguments(args)
@@ -251,9 +249,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
         metrics = run_training(config, report=False)
     finally:
         remove_empty_folders(config.save_dir)
-    import torch
-
-    if not PartialState(cpu=not torch.cuda.is_available()).is_main_process:  # under `accelerate launch`, one reports
+    if not is_main_process():  # under `accelerate launch`, one process reports
         return metrics
     if args.speedup:
         teacher = Path(config.save_dir) / "teacher"

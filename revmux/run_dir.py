@@ -32,6 +32,16 @@ class MixedRunError(RunError):
     """Artefacts from two different training runs were used together (a user error: one line on the command line)."""
 
 
+def is_main_process() -> bool:
+    """Whether this process writes the run (under ``accelerate launch``, only the main one does). ``cpu=`` as the
+    Trainer will use it: a plain ``PartialState()`` on a machine without CUDA sees no distributed run, and every
+    process would think it is the main one."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available()).is_main_process
+
+
 def new_run_id() -> str:
     """A unique, sortable run id: UTC time and 8 random hex digits."""
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:8]

@@ -116,18 +116,9 @@ class PrefixCache:
         Raises:
             ValueError: for an unknown storage dtype or a model without a RevMUX adapter.
         """
-        if storage not in STORAGE_DTYPES:
-            raise ValueError(f"Unknown cache storage dtype {storage!r}; choose one of {', '.join(STORAGE_DTYPES)}.")
-        tuner = revmux_tuner(model)
-        if tuner is None:
-            raise ValueError("PrefixCache.build needs a RevMUX PeftModel (get_revmux_model(teacher, config)).")
-        token_ids = head.encode_lengths(examples)
-        folder = Path(cache_dir) / "prefix" / cls.key(model, token_ids, storage)
-        meta_path = folder / "meta.json"
-        if not meta_path.is_file():
-            k = next(iter(tuner.peft_config.values())).combine_first
-            cls._compute(model, head, examples, token_ids, {k: folder}, storage, batch_size, progress)
-        meta = json.loads(meta_path.read_text())
+        token_ids, folders, _ = cls._on_disk(model, head, examples, cache_dir, None, storage, batch_size, progress)
+        (folder,) = folders.values()
+        meta = json.loads((folder / "meta.json").read_text())
         n, length, d = meta["shape"]
         dtype = STORAGE_DTYPES[meta["storage"]]
         states = torch.from_file(str(folder / "states.bin"), shared=False, size=n * length * d, dtype=dtype)
@@ -150,12 +141,21 @@ class PrefixCache:
         Raises:
             ValueError: for an unknown storage dtype, a model without a RevMUX adapter, or a K outside its stack.
         """
+        return cls._on_disk(model, head, examples, cache_dir, layers, storage, batch_size, progress)[2]
+
+    @classmethod
+    def _on_disk(cls, model, head, examples, cache_dir, layers, storage, batch_size, progress
+                 ) -> tuple[list, dict[int, Path], list[int]]:
+        """(token ids, {K: cache folder}, the K computed now): every K of ``layers`` (None: the active adapter's) on
+        disk, the missing ones computed together in one pass."""
         if storage not in STORAGE_DTYPES:
             raise ValueError(f"Unknown cache storage dtype {storage!r}; choose one of {', '.join(STORAGE_DTYPES)}.")
         tuner = revmux_tuner(model)
         if tuner is None:
-            raise ValueError("PrefixCache.prepare needs a RevMUX PeftModel (get_revmux_model(teacher, config)).")
-        size = len(tuner.model.get_submodule(next(iter(tuner.peft_config.values())).target_modules[0]))
+            raise ValueError("The prefix cache needs a RevMUX PeftModel (get_revmux_model(teacher, config)).")
+        if layers is None:
+            layers = [next(iter(tuner.peft_config.values())).combine_first]
+        size = len(_muxed_stack(tuner))
         wrong = [k for k in layers if not 0 <= k < size]
         if wrong:
             raise ValueError(f"K = {wrong} outside the multiplexed stack's {size} layers (0 <= K < {size}).")
@@ -165,7 +165,7 @@ class PrefixCache:
         missing = {k: folder for k, folder in folders.items() if not (folder / "meta.json").is_file()}
         if missing:
             cls._compute(model, head, examples, token_ids, missing, storage, batch_size, progress)
-        return sorted(missing)
+        return token_ids, folders, sorted(missing)
 
     @staticmethod
     def _compute(model, head, examples, token_ids, folders: dict[int, Path], storage: str, batch_size: int,
@@ -178,7 +178,7 @@ class PrefixCache:
         d = hf.config.get_text_config().hidden_size
         n = len(examples)
         dtype = STORAGE_DTYPES[storage]
-        stack = tuner.model.get_submodule(next(iter(tuner.peft_config.values())).target_modules[0])
+        stack = _muxed_stack(tuner)
         entering: dict[int, torch.Tensor] = {}  # K -> (b, T, d) of the current batch
 
         def keep(k: int):
@@ -206,16 +206,17 @@ class PrefixCache:
             with torch.no_grad():
                 for start in range(0, n, batch_size):
                     index = order[start:start + batch_size]
+                    rows_of = torch.tensor(index)  # the batch's rows in the cache
                     batch = {k: v.to(device) for k, v in head.collate([examples[i] for i in index]).items()}
                     with tuner.unmultiplexed() as recording:
-                        logits[torch.tensor(index)] = head.uncalibrated(head.logits(model, batch)).float().cpu()
+                        logits[rows_of] = head.uncalibrated(head.logits(model, batch)).float().cpu()
                     rows = torch.arange(len(index))
                     positions = head.positions(batch).cpu()
                     real = batch["attention_mask"].cpu()[..., None]  # (b, T, 1); the multiplexer sees zero padding
                     t = real.shape[1]
                     for k in folders:
-                        states[k][torch.tensor(index), :t] = (entering[k].detach().cpu() * real).to(dtype)  # (b, t, d)
-                    teacher[torch.tensor(index)] = recording.teacher_hidden.detach().cpu().float()[rows, positions]
+                        states[k][rows_of, :t] = (entering[k].detach().cpu() * real).to(dtype)  # (b, t, d)
+                    teacher[rows_of] = recording.teacher_hidden.detach().cpu().float()[rows, positions]
                     bar.update(len(index))
         finally:
             for hook in hooks:
@@ -233,6 +234,11 @@ class PrefixCache:
             tmp_meta = folder / f"meta.json.tmp{os.getpid()}"  # (launched processes may compute it together)
             tmp_meta.write_text(json.dumps(meta))
             os.replace(tmp_meta, folder / "meta.json")  # written last: the cache is complete
+
+
+def _muxed_stack(tuner):
+    """The layer stack the adapter multiplexes (an encoder-decoder's encoder)."""
+    return tuner.model.get_submodule(next(iter(tuner.peft_config.values())).target_modules[0])
 
 
 class CachedExamples(torch.utils.data.Dataset):

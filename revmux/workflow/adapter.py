@@ -7,10 +7,8 @@ import json
 import time
 from pathlib import Path
 
-import torch
-from accelerate import PartialState
-
 import revmux
+from revmux.run_dir import is_main_process
 from revmux.train.cache import CachedExamples, PrefixCache, feature_statistics
 from revmux.train.data import Example
 from revmux.train.trainer import RevMuxTrainer
@@ -62,8 +60,7 @@ def train_adapter(config: RunConfig, teacher, head, train: list[Example], output
                             validation_batch_size=config.eval_batch_size or config.batch_size)
     resume = None
     if config.resume:
-        main_process = PartialState(cpu=not torch.cuda.is_available()).is_main_process
-        resume = last_complete_checkpoint(output_dir, remove_incomplete=main_process)
+        resume = last_complete_checkpoint(output_dir, remove_incomplete=is_main_process())
         print(f"[revmux] --resume: from {resume}" if resume else
               f"[revmux] --resume: no complete checkpoint in {output_dir}; training from the start")
     started = time.perf_counter()

@@ -7,9 +7,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
 import transformers as tf
-from accelerate import PartialState
 
 from revmux import run_dir
 from revmux.serving import absolute_model_path
@@ -19,13 +17,6 @@ from revmux.workflow.evaluation import evaluate_run
 from revmux.workflow.report import plot_curves, print_table
 from revmux.workflow.splits import prepare_splits, task_and_splits
 from revmux.workflow.teacher import fit_teacher, load_teacher, needs_fine_tuning, save_teacher, teacher_facts
-
-
-def is_main_process() -> bool:
-    """Under ``accelerate launch``, whether this process writes. ``cpu=`` as the Trainer will use it: a plain
-    ``PartialState()`` on a machine without CUDA sees no distributed run, and every process would think it is the
-    main one."""
-    return PartialState(cpu=not torch.cuda.is_available()).is_main_process
 
 
 def run_training(config: RunConfig, report: bool = True) -> dict:
@@ -44,7 +35,7 @@ def run_training(config: RunConfig, report: bool = True) -> dict:
     splits = prepare_splits(config, files)
     del files
     teacher = load_teacher(config, task, splits["train"])
-    main_process = is_main_process()
+    main_process = run_dir.is_main_process()
     run_id = run_dir.new_run_id()
     # Built in a hidden staging folder, published at the end; an exception (Ctrl-C) removes the staging folder.
     with run_dir.staged(save_dir, run_id, enabled=main_process) as staging:

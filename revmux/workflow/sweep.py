@@ -35,7 +35,6 @@ from revmux.train.trainer import evaluate
 from revmux.tuner.config import MUX_TYPES
 from revmux.workflow.adapter import save_adapter, train_adapter
 from revmux.workflow.config import RunConfig
-from revmux.workflow.run import is_main_process
 from revmux.workflow.splits import prepare_splits, task_and_splits
 from revmux.workflow.teacher import Teacher, fit_teacher, load_teacher, needs_fine_tuning, save_teacher
 
@@ -305,7 +304,7 @@ def run_sweep(sweep: SweepConfig) -> dict:
     Raises:
         RunError: for a save_dir whose finished cells were trained with other settings.
     """
-    if not is_main_process():
+    if not run_dir.is_main_process():
         raise RunError("revmux sweep runs in one process; launch it without accelerate launch.")
     config = sweep.run
     save_dir = Path(config.save_dir)
