@@ -172,6 +172,14 @@ def _add_train_arguments(p: argparse.ArgumentParser, grid: bool = False) -> None
     p.add_argument("--no_align_last_tokens", dest="align_last_tokens", action="store_false",
                    default=argparse.SUPPRESS, help="decoders: keep right-padded composites instead of right-aligned "
                    "ones (RevMuxConfig.align_last_tokens; default: aligned)")
+    p.add_argument("--chat_template", default=d["chat_template"], choices=("auto", "on", "off"),
+                   help="label-word decoders: build the prompt as a user turn in the tokenizer's chat template; 'auto': "
+                   "when the tokenizer has one (saved in revmux_serving.json, so predict/eval/MuxClassifier build the "
+                   "same prompt)")
+    p.add_argument("--demux_after", default=d["demux_after"], choices=("auto", "final_norm", "last_layer"),
+                   help="where the demultiplexer restores the instances: after the decoder's final norm (the head "
+                   "reads them directly, as in the paper) or after the last layer (the final norm runs on them); "
+                   "'auto': final_norm for decoders (RevMuxConfig.demux_after)")
     p.add_argument("--coupling_hidden_size", type=int, default=None,
                    help="inner width of F_n (default: the hidden size d)")
     p.add_argument("--demux_hidden_size", type=int, default=None, help="inner width of U (default: 3d)")

@@ -44,6 +44,8 @@ class MuxClassifier:
         batch_size: instances per forward pass (a multiple of N keeps every group full).
         max_length: truncation length in tokens; use the training-time one (default 128).
         calibration: a zero-shot decoder's (C,) label-word calibration from training (``revmux_serving.json``).
+        chat_template: a label-word decoder's prompt is a user turn in the tokenizer's chat template, as in training
+            (``revmux_serving.json``).
 
     Raises:
         ValueError: if ``max_length`` is not positive, or ``calibration`` is given for a model that is not a zero-shot
@@ -51,13 +53,13 @@ class MuxClassifier:
     """
 
     def __init__(self, model, tokenizer, task: str | TaskSpec, batch_size: int = 64, max_length: int | None = None,
-                 calibration: Sequence[float] | torch.Tensor | None = None):
+                 calibration: Sequence[float] | torch.Tensor | None = None, chat_template: bool = False):
         max_length = DEFAULT_MAX_LENGTH if max_length is None else max_length
         if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length <= 0:
             raise ValueError(f"max_length must be a positive number of tokens, got {max_length!r}.")
         self.model = model.eval()
         self.task = get_task(task) if isinstance(task, str) else task
-        self.head: ClassificationHead = head_for(model, tokenizer, self.task, max_length)
+        self.head: ClassificationHead = head_for(model, tokenizer, self.task, max_length, chat_template)
         self.serving = None  # the ServingInfo, when loaded with from_pretrained
         if calibration is not None:
             self.head.set_calibration(calibration)
@@ -114,7 +116,8 @@ class MuxClassifier:
         tokenizer = tokenizer if tokenizer is not None else load_tokenizer(adapter_dir, teacher)
         max_length = info.max_length if max_length is None else max_length
         classifier = cls(model, tokenizer, spec, batch_size=batch_size, max_length=max_length,
-                         calibration=calibration if calibration is not None else info.calibration)
+                         calibration=calibration if calibration is not None else info.calibration,
+                         chat_template=info.chat_template)
         classifier.serving = info
         return classifier
 

@@ -184,7 +184,7 @@ def process_state():
 # ---- predict --------------------------------------------------------------------------------------------------------
 def predict(model, tokenizer, task: TaskSpec, input_path: str | os.PathLike, output_path: str | os.PathLike, *,
             columns: Columns | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
-            chunk_size: int = DEFAULT_CHUNK_SIZE, max_length: int = 128, calibration=None,
+            chunk_size: int = DEFAULT_CHUNK_SIZE, max_length: int = 128, calibration=None, chat_template: bool = False,
             compare_teacher: bool = False, resume: bool = False, overwrite: bool = False,
             input_format: str | None = None, progress: bool = True, settings: Mapping | None = None,
             on_chunk: Callable[[int], None] | None = None, state=None) -> PredictReport:
@@ -192,7 +192,7 @@ def predict(model, tokenizer, task: TaskSpec, input_path: str | os.PathLike, out
 
     Args:
         model: a RevMUX PeftModel (or a plain model; no ``compare_teacher`` then), on its device.
-        tokenizer, task, batch_size, max_length, calibration: as for ``MuxClassifier``.
+        tokenizer, task, batch_size, max_length, calibration, chat_template: as for ``MuxClassifier``.
         columns: the input's columns (default ``Columns(label=None)``: ``text``, no labels). With ``columns.label``
             the rows' labels are read and the accuracy reported; with ``columns.id`` that column is each row's id in
             the output (default: the 0-based row index).
@@ -292,7 +292,8 @@ def predict(model, tokenizer, task: TaskSpec, input_path: str | os.PathLike, out
 
     # ---- the chunks ------------------------------------------------------------------------------------------------
     classifier = None if complete else MuxClassifier(model, tokenizer, task, batch_size=batch_size,
-                                                     max_length=max_length, calibration=calibration)
+                                                     max_length=max_length, calibration=calibration,
+                                                     chat_template=chat_template)
     from tqdm.auto import tqdm
 
     bar = tqdm(unit=" rows", desc="predict" if processes == 1 else f"predict (process {rank} of {processes})",
@@ -492,6 +493,7 @@ class LoadedAdapter:
     columns: Columns  # as trained (own data), else Columns(label=None)
     max_length: int
     calibration: tuple[float, ...] | None = None
+    chat_template: bool = False  # the prompt as trained (revmux_serving.json)
     settings: dict = field(default_factory=dict)  # what a resumed run must share
 
 
@@ -547,7 +549,7 @@ def load_adapter(adapter_dir: str | os.PathLike, model_name: str | None = None, 
     if max_length is None:
         max_length = info.max_length if info is not None else RunConfig.__dataclass_fields__["max_length"].default
     return LoadedAdapter(model, tokenizer, task, columns, max_length,
-                         info.calibration if info is not None else None,
+                         info.calibration if info is not None else None, info is not None and info.chat_template,
                          {"adapter_dir": str(Path(adapter_dir).resolve()), "model_name": model_name})
 
 
@@ -611,7 +613,7 @@ def run(args: argparse.Namespace) -> PredictReport:
                       label=args.label_column, id=args.id_column)
     return predict(loaded.model, loaded.tokenizer, loaded.task, args.input, args.output, columns=columns,
                    batch_size=args.batch_size, chunk_size=args.chunk_size, max_length=loaded.max_length,
-                   calibration=loaded.calibration, compare_teacher=args.compare_teacher, resume=args.resume,
+                   calibration=loaded.calibration, chat_template=loaded.chat_template, compare_teacher=args.compare_teacher, resume=args.resume,
                    overwrite=args.overwrite, input_format=args.input_format, progress=args.progress,
                    settings=loaded.settings, state=state)
 

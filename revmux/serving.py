@@ -12,6 +12,7 @@ read it, so an adapter is served as it was trained:
 | model_class      | the transformers class of the teacher (``BertForSequenceClassification``, ...)            |
 | teacher          | the model the adapter was trained on: an absolute folder path or a hub id                 |
 | calibration      | zero-shot decoders: the label-word prior subtracted from the class logits (``LabelWordHead``) |
+| chat_template    | label-word decoders: the prompt is a user turn in the tokenizer's chat template (absent: False) |
 | run_id           | the training run that wrote the adapter (``revmux.run_dir``)                              |
 | teacher_run_id   | the run that wrote the teacher folder (``teacher/revmux_run.json``), if revmux trained it |
 
@@ -53,6 +54,7 @@ class ServingInfo:
     calibration: tuple[float, ...] | None = None
     run_id: str | None = None
     teacher_run_id: str | None = None
+    chat_template: bool = False
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):

@@ -98,3 +98,27 @@ def test_cli_rejects_unknown_task(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--task_name", "cola", "--model_name", "tiny-bert", "--data_dir", "x", "--save_dir", "y"])
     assert "invalid choice: 'cola'" in capsys.readouterr().err
+
+
+def test_label_word_decoder_teacher_is_fine_tuned_unless_teacher_epochs_is_zero(tmp_path):
+    """A label-word decoder's teacher is fine-tuned on its label words by default (prompt-based fine-tuning, its best
+    validation epoch kept, nothing to calibrate); --teacher_epochs 0 keeps it zero-shot and calibrated; a tuned teacher
+    reused with --teacher_dir is read as trained, not calibrated again."""
+    _, save = _train(tmp_path / "tuned", "tiny-llama", "--teacher_epochs", "2")
+    metrics = json.loads((save / "metrics.json").read_text())
+    serving = json.loads((save / "adapter" / "revmux_serving.json").read_text())
+    assert metrics["teacher_fine_tuned"] and len(metrics["teacher_validation"]) == 2
+    assert serving["calibration"] == [0.0, 0.0]
+    assert json.loads((save / "teacher" / "config.json").read_text())["revmux_label_words_tuned"] is True
+
+    _, zero_shot = _train(tmp_path / "zero", "tiny-llama", "--teacher_epochs", "0")
+    metrics = json.loads((zero_shot / "metrics.json").read_text())
+    serving = json.loads((zero_shot / "adapter" / "revmux_serving.json").read_text())
+    assert not metrics["teacher_fine_tuned"] and metrics["teacher_validation"] == []
+    assert serving["calibration"] != [0.0, 0.0] and len(serving["calibration"]) == 2
+
+    _, reused = _train(tmp_path / "reused", "tiny-llama", "--teacher_dir", str(save / "teacher"))
+    serving = json.loads((reused / "adapter" / "revmux_serving.json").read_text())
+    assert serving["calibration"] == [0.0, 0.0]
+    assert json.loads((reused / "metrics.json").read_text())["teacher_dev"] == \
+        json.loads((save / "metrics.json").read_text())["teacher_dev"]

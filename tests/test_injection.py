@@ -106,14 +106,19 @@ def test_eager_and_sdpa_agree(model_name):
     torch.testing.assert_close(eager, sdpa, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("demux_after", ["last_layer", "final_norm"])
 @pytest.mark.parametrize("n", [2, 3, 4, 8])
-def test_identity_backbone_demux_restores_instances(n):
-    """With the layers after K replaced by the identity, demux(mux(x)) == x for every real instance."""
+def test_identity_backbone_demux_restores_instances(n, demux_after):
+    """With the layers after K (and, demultiplexing after it, the final norm) replaced by the identity,
+    demux(mux(x)) == x for every real instance."""
     name = "llama-causal"
-    model = make_muxed(name, compose_size=n if 32 % n == 0 else 2, combine_first=1)
+    model = make_muxed(name, compose_size=n if 32 % n == 0 else 2, combine_first=1, demux_after=demux_after)
     n = model.peft_config["default"].compose_size
+    assert model.peft_config["default"].demux_after == demux_after
     for layer in model.base_model.model.model.layers[1:]:
         layer.base_layer.forward = lambda hidden, *args, **kwargs: hidden
+    if demux_after == "final_norm":
+        model.base_model.model.model.norm.forward = lambda hidden: hidden
     mux = model.base_model.model.model.layers[1].revmux_mux["default"]
     batch = make_batch(name, batch_size=7)
     assert not batch["attention_mask"].bool().all()  # padded: right-aligned composites (align_last_tokens)

@@ -153,3 +153,53 @@ def test_a_decoder_served_without_calibration_warns():
         MuxClassifier(bert, tokenizer, "sst-2", calibration=[0.0, 0.0])
     classifier = MuxClassifier(model, tokenizer, "sst-2", calibration=torch.tensor([0.1, 0.2]))
     assert classifier(["good"])[0].label in TASKS["sst-2"].label_names
+
+
+CHAT = "{% for m in messages %}[CLS] {{ m['content'] }}{% endfor %}{% if add_generation_prompt %} [SEP]{% endif %}"
+
+
+def test_a_chat_prompt_is_served_as_it_was_trained(tmp_path):
+    """revmux_serving.json's chat_template: MuxClassifier builds the same prompt as training did."""
+    from revmux.train.heads import LabelWordHead
+
+    tokenizer = tiny_tokenizer()
+    tokenizer.chat_template = CHAT
+    teacher = tiny_model("tiny-llama", len(tokenizer)).eval()
+    teacher.save_pretrained(tmp_path / "teacher")
+    tokenizer.save_pretrained(tmp_path / "teacher")
+    torch.manual_seed(0)
+    revmux.get_revmux_model(teacher, revmux.RevMuxConfig(compose_size=2)).save_pretrained(tmp_path / "adapter")
+    tokenizer.save_pretrained(tmp_path / "adapter")
+    for chat in (True, False):
+        ServingInfo(task="sst-2", label_names=("0", "1"), max_length=24, family="decoder",
+                    teacher=str(tmp_path / "teacher"), calibration=(0.0, 0.0), chat_template=chat).save(
+                        tmp_path / "adapter")
+        served = MuxClassifier.from_pretrained(tmp_path / "adapter")
+        trained = LabelWordHead(tokenizer, TASKS["sst-2"], 24, chat_template=chat)
+        example = load_task("sst-2", write_sentiment_tsvs(tmp_path / "data"))["dev"][0]
+        assert served.head.chat is chat
+        assert served.head.prompt(example) == trained.prompt(example)
+        assert served.head.prompt(example).startswith("[CLS]") is chat
+    info = json.loads((tmp_path / "adapter" / SERVING_FILE).read_text())
+    del info["chat_template"]  # written before the field: plain prompts, as then
+    (tmp_path / "adapter" / SERVING_FILE).write_text(json.dumps(info))
+    assert ServingInfo.load(tmp_path / "adapter").chat_template is False
+
+
+def test_chat_template_option():
+    from revmux.errors import RunError
+    from revmux.workflow import RunConfig
+    from revmux.workflow.teacher import uses_chat_template
+
+    plain, chat = tiny_tokenizer(), tiny_tokenizer()
+    chat.chat_template = CHAT
+
+    def config(value):
+        return RunConfig(task_name="sst-2", model_name="tiny-llama", data_dir="", save_dir="x", chat_template=value)
+
+    assert uses_chat_template(config("auto"), chat) and not uses_chat_template(config("auto"), plain)
+    assert not uses_chat_template(config("off"), chat) and uses_chat_template(config("on"), chat)
+    with pytest.raises(RunError, match="has no chat template"):
+        uses_chat_template(config("on"), plain)
+    with pytest.raises(RunError, match="chat_template must be one of"):
+        config("yes")

@@ -99,6 +99,8 @@ class PrefixCache:
         k = config.combine_first if combine_first is None else combine_first
         parts = {"version": FORMAT_VERSION, "model": model_fingerprint(model), "data": tokens_fingerprint(token_ids),
                  "combine_first": k, "stacks": list(config.target_modules), "storage": storage}
+        if config.demux_after == "final_norm":  # the teacher's readouts are the final norm's output
+            parts["readout"] = "final_norm"
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
     @classmethod

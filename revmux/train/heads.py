@@ -260,8 +260,10 @@ class Seq2SeqLabelWordHead(ClassificationHead):
         return torch.full((len(batch["input_ids"]),), batch["decoder_input_ids"].shape[1] - 1, dtype=torch.long)
 
 
-def head_for(model, tokenizer, task: TaskSpec, max_length: int = 128) -> ClassificationHead:
-    """The classification head for ``model``'s family (see the table in the module docstring)."""
+def head_for(model, tokenizer, task: TaskSpec, max_length: int = 128, chat_template: bool = False
+             ) -> ClassificationHead:
+    """The classification head for ``model``'s family (see the table in the module docstring). ``chat_template``:
+    a label-word decoder's prompt is a user turn in the tokenizer's chat template (when it has one)."""
     hf = unwrap(model)
     config = hf.config
     if getattr(config, "is_encoder_decoder", False):
@@ -276,6 +278,6 @@ def head_for(model, tokenizer, task: TaskSpec, max_length: int = 128) -> Classif
                              "report the model.")
         return SequenceClassifierHead(tokenizer, task, max_length, reads, config.get_text_config().pad_token_id)
     if hf.get_output_embeddings() is not None:
-        return LabelWordHead(tokenizer, task, max_length)
+        return LabelWordHead(tokenizer, task, max_length, chat_template=chat_template)
     raise ValueError(f"Cannot classify with {type(hf).__name__}: use a *ForSequenceClassification encoder, a causal "
                      "LM or a seq2seq LM.")

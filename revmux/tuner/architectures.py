@@ -4,14 +4,16 @@ Layer stacks are found generically: an ``nn.ModuleList`` whose blocks are transf
 ``GradientCheckpointingLayer`` (every 5.x model) or are named in ``model._no_split_modules``. The first stack is
 multiplexed at layer K; a second stack (the decoder of an encoder-decoder model) runs entirely on composites.
 
-| family          | stacks (examples)                          | mux at          | demux after        | head reads |
-|-----------------|--------------------------------------------|-----------------|--------------------|------------|
-| encoder         | bert.encoder.layer, distilbert.transformer | layer K         | the last layer     | CLS        |
-| decoder         | model.layers (LLaMA, Qwen2), transformer.h | layer K         | the last layer     | last token |
-| encoder-decoder | encoder.block + decoder.block (T5)         | encoder block K | last decoder block | decoder    |
+| family          | stacks (examples)                          | mux at          | demux after (default)           | head reads |
+|-----------------|--------------------------------------------|-----------------|---------------------------------|------------|
+| encoder         | bert.encoder.layer, distilbert.transformer | layer K         | the last layer                  | CLS        |
+| decoder         | model.layers (LLaMA, Qwen2), transformer.h | layer K         | the final norm (model.norm, ln_f) | last token |
+| encoder-decoder | encoder.block + decoder.block (T5)         | encoder block K | last decoder block              | decoder    |
 
-The final norm (decoders) and the whole task head run on the restored instances; see ``sequence_classifier_reads`` for
-the positions the demultiplexer restores when only some are read.
+``demux_after="last_layer"``: the final norm (if any) and the whole head run on the restored instances.
+``demux_after="final_norm"`` (the paper's LLaMA placement, the decoders' default): the final norm runs on the
+composites and the head reads the restored instances directly (``find_final_norm`` says which module that is). See
+``sequence_classifier_reads`` for the positions the demultiplexer restores when only some are read.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Optional
 
 from torch import nn
 
@@ -30,6 +32,8 @@ Family = Literal["encoder", "decoder", "encoder-decoder"]
 # What the layer does for one adapter: run untouched, multiplex its input, take the first of each group of its
 # input (identical decoder inputs), or run on composites with shrunk arguments. ``demux`` marks the last layer.
 RoleKind = Literal["pass", "mux", "collapse", "carry"]
+# Where the demultiplexer restores the instances: after the last layer, or after the final norm that follows it.
+DemuxAfter = Literal["last_layer", "final_norm"]
 # Which positions a head reads, so the demultiplexer can run only there (see ``read_positions``).
 ReadMode = Literal["all", "first", "last_non_pad", "last_real"]
 
@@ -94,6 +98,29 @@ class MuxPlan:
     stacks: tuple[str, ...]
     hidden_size: int
     roles: dict  # layer key (e.g. "bert.encoder.layer.3") -> LayerRole
+    final_norm: Optional[str] = None  # the norm between the last multiplexed layer and the head, if any
+
+
+def find_final_norm(model: nn.Module, stack: str) -> Optional[str]:
+    """Dotted path of the norm a model applies to the output of the layer stack ``stack``, or None.
+
+    The stack's parent holds it beside the stack: the first child registered after the stack whose class is a norm
+    (``model.norm`` of LLaMA/Qwen2, ``transformer.ln_f`` of GPT-2/BLOOM/Falcon, ``final_layer_norm`` of GPT-NeoX and
+    T5's stacks), else a norm child named ``final...`` registered before it (OPT registers ``final_layer_norm`` before
+    ``layers``). An embedding norm (BLOOM's ``word_embeddings_layernorm``) precedes the stack and is never taken.
+    """
+    parent_path, _, name = stack.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    children = [(child, module) for child, module in parent.named_children()]
+    index = next(i for i, (child, _) in enumerate(children) if child == name)
+
+    def is_norm(module: nn.Module) -> bool:
+        return "norm" in type(module).__name__.lower()
+
+    after = [child for child, module in children[index + 1:] if is_norm(module)]
+    before = [child for child, module in children[:index] if is_norm(module) and child.startswith("final")]
+    found = (after or before or [None])[0]
+    return None if found is None else (f"{parent_path}.{found}" if parent_path else found)
 
 
 def _unwrapped(layer: nn.Module) -> nn.Module:
@@ -198,13 +225,16 @@ def check_combine_first(k: int, n_layers: int, stack: str = "the layer stack") -
 
 
 def plan_injection(model: nn.Module, stacks: list[str] | None, compose_size: int,
-                   combine_first: int | None) -> MuxPlan:
+                   combine_first: int | None, demux_after: str = "last_layer") -> MuxPlan:
     """Resolve the layer stacks and the role of every layer for one adapter.
+
+    ``demux_after``: "last_layer", "final_norm", or "auto" (the final norm for decoders that have one, else the last
+    layer); the plan's ``final_norm`` is the norm's path when the demultiplexer sits after it.
 
     Raises:
         ValueError: if no layer stack is found, several are found where one is expected, a layer takes batch-sized
-            arguments revmux cannot combine per group, the hidden size is not divisible by N, K is out of range, or
-            the model uses flex attention.
+            arguments revmux cannot combine per group, the hidden size is not divisible by N, K is out of range, the
+            model uses flex attention, or ``demux_after="final_norm"`` on a model without a final norm.
     """
     check_attention_supported(model)
     if stacks is None:
@@ -251,7 +281,15 @@ def plan_injection(model: nn.Module, stacks: list[str] | None, compose_size: int
         n_dec = len(model.get_submodule(stacks[1]))
         for i in range(n_dec):
             roles[f"{stacks[1]}.{i}"] = LayerRole("collapse" if i == 0 else "carry", demux=i == n_dec - 1)
-    return MuxPlan(model_family(model, mux_stack), tuple(stacks), hidden_size, roles)
+    family = model_family(model, mux_stack)
+    norm = find_final_norm(model, stacks[-1])  # the demultiplexed stack: the decoder of an encoder-decoder
+    if demux_after == "final_norm" and norm is None:
+        raise ValueError(
+            f"demux_after='final_norm', but no final norm follows the layer stack {stacks[-1]!r} of "
+            f"{type(model).__name__} (revmux looks for a norm module beside the stack, e.g. model.norm or ln_f). Use "
+            "demux_after='last_layer'.")
+    at_norm = demux_after == "final_norm" or (demux_after == "auto" and family == "decoder" and norm is not None)
+    return MuxPlan(family, tuple(stacks), hidden_size, roles, final_norm=norm if at_norm else None)
 
 
 def read_positions(mode: ReadMode, batch_size: int, length: int, input_ids=None, attention_mask=None,

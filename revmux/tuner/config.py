@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
@@ -70,6 +71,16 @@ class RevMuxConfig(PeftConfig):
                           "mixed with the middle of another's text (revmux <= 0.1). Ignored by encoders and "
                           "encoder-decoders."},
     )
+    demux_after: Literal["auto", "final_norm", "last_layer"] = field(
+        default="auto",
+        metadata={"help": "Where the demultiplexer restores the instances. 'final_norm': after the norm that follows "
+                          "the last layer (decoders' model.norm / ln_f), so the final norm runs on the composites and "
+                          "the head reads the restored states directly, as the paper's LLaMA code does; 'last_layer': "
+                          "after the last layer, so the final norm runs on the restored states (revmux <= 0.2). "
+                          "'auto': final_norm for decoder-only models that have a final norm, last_layer otherwise. "
+                          "Resolved at injection and saved; an adapter saved without this field loads as "
+                          "'last_layer', as it was trained."},
+    )
     demux_positions: Literal["auto", "all"] = field(
         default="auto",
         metadata={"help": "'auto': demultiplex only the positions the model's own head reads (CLS for encoder "
@@ -111,7 +122,13 @@ class RevMuxConfig(PeftConfig):
             raise FileNotFoundError(
                 f"{folder} has no adapter_model.safetensors: the adapter's weights are missing (an interrupted save, or "
                 "only adapter_config.json was copied). Save the adapter again with model.save_pretrained(folder).")
-        return super().from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
+        config = super().from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
+        saved = os.path.join(folder, "adapter_config.json")
+        if os.path.isfile(saved):
+            with open(saved) as f:
+                if "demux_after" not in json.load(f):
+                    config.demux_after = "last_layer"  # saved before the field existed: where it was trained
+        return config
 
     def __post_init__(self):
         super().__post_init__()
@@ -131,6 +148,8 @@ class RevMuxConfig(PeftConfig):
             )
         if self.mux_type not in MUX_TYPES:
             raise ValueError(f"Unknown mux_type {self.mux_type!r}; choose one of {', '.join(MUX_TYPES)}.")
+        if self.demux_after not in ("auto", "final_norm", "last_layer"):
+            raise ValueError(f"demux_after must be 'auto', 'final_norm' or 'last_layer', got {self.demux_after!r}.")
         if self.demux_positions not in ("auto", "all"):
             raise ValueError(f"demux_positions must be 'auto' or 'all', got {self.demux_positions!r}.")
         if not 0.0 <= self.dropout < 1.0:

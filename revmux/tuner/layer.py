@@ -24,7 +24,7 @@ from torch.profiler import record_function
 from .architectures import LayerRole
 from .grouping import (group_first, pad_to_groups, reduce_layer_argument, right_align_shifts, shift_layer_argument,
                        shift_right)
-from .state import AdapterSpec, ForwardContext, Replay, current_forward
+from .state import FORWARD, AdapterSpec, ForwardContext, Replay, current_forward
 
 
 def _hook_execution_device(hook) -> Optional[torch.device]:
@@ -158,11 +158,10 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
             out = self.base_layer(hidden, **kwargs)
         if not role.demux:
             return out
-        with record_function("revmux::demux"):
-            restored = self._demux(spec, context, out[0] if isinstance(out, tuple) else out)  # (B, T, d)
-        if context.recording is not None:
-            context.recording.restored = restored
-        return (restored,) + out[1:] if isinstance(out, tuple) else restored
+        if spec.final_norm is not None:  # the final norm runs on the composites; its hook demultiplexes
+            context.demux_pending = True
+            return out
+        return (_restore(spec, context, out[0]),) + out[1:] if isinstance(out, tuple) else _restore(spec, context, out)
 
     def _named_arguments(self, args: tuple, kwargs: dict) -> tuple[torch.Tensor, dict]:
         """(hidden states, every other argument by name), so batch-sized arguments can be recognised."""
@@ -246,7 +245,7 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
             elif replay.into is not None:
                 replay.into.layer_k_states = hidden  # (B, T, d)
         out = self.base_layer(hidden, **kwargs)
-        if role.demux and replay.into is not None:
+        if role.demux and replay.into is not None and replay.spec.final_norm is None:
             replay.into.teacher_hidden = out[0] if isinstance(out, tuple) else out
         return out
 
@@ -265,24 +264,49 @@ class RevMuxLayer(nn.Module, BaseTunerLayer):
         composite = mux.combine(instances)  # (G, T, d)
         return composite.to(hidden.device, hidden.dtype)
 
-    @staticmethod
-    def _demux(spec: AdapterSpec, context: ForwardContext, composite: torch.Tensor) -> torch.Tensor:
-        """(G, T, d) -> (B, T, d). With read positions, only those are demultiplexed; the rest stay zero."""
-        mux = spec.multiplexer
-        device, dtype = execution_device_and_dtype(mux)
-        c = composite.to(device or composite.device, dtype or composite.dtype)  # (G, T, d)
-        b, positions = context.batch_size, context.read_positions(c.device)
-        shifts = None if context.shifts is None else context.shifts.to(c.device)  # (B,)
-        if positions is None:
-            restored = mux.demux(c, keep=b)  # (B, T, d)
-            if shifts is not None:
-                restored = shift_right(restored, -shifts)  # (B, T, d), back in the inputs' layout
-        else:
-            instance = torch.arange(b, device=c.device)
-            at = positions if shifts is None else (positions + shifts) % c.shape[1]  # (B,) where it is read
-            rows = c[instance // mux.compose_size, at]  # (B, d): each instance's composite where it is read
-            # under autocast the slots come out in the autocast dtype: cast them to the backbone's
-            read = mux.demux_slots(rows, instance % mux.compose_size).to(composite.device, composite.dtype)  # (B, d)
-            restored = composite.new_zeros(b, *composite.shape[1:])  # (B, T, d)
-            restored[instance.to(composite.device), positions.to(composite.device)] = read
-        return restored.to(composite.device, composite.dtype)
+
+def _restore(spec: AdapterSpec, context: ForwardContext, composite: torch.Tensor) -> torch.Tensor:
+    """Demultiplex a forward's composites, (G, T, d) -> (B, T, d), recorded for the training losses."""
+    with record_function("revmux::demux"):
+        restored = demultiplex(spec, context, composite)  # (B, T, d)
+    if context.recording is not None:
+        context.recording.restored = restored
+    return restored
+
+
+def demux_after_final_norm(norm: nn.Module, args: tuple, output):
+    """Forward hook on the final norm (``demux_after="final_norm"``): its output on the composites, (G, T, d), is
+    demultiplexed to (B, T, d) for the head; run un-multiplexed (the teacher), its output is the teacher's readout.
+    Does nothing outside a forward that multiplexes at this norm (adapter disabled, or another adapter's)."""
+    context = FORWARD.get()
+    if context is None or context.spec.final_norm is None:
+        return None
+    if context.demux_pending:
+        context.demux_pending = False
+        return _restore(context.spec, context, output)
+    replay = context.replay
+    if replay is not None and not replay.multiplex and replay.into is not None:
+        replay.into.teacher_hidden = output
+    return None
+
+
+def demultiplex(spec: AdapterSpec, context: ForwardContext, composite: torch.Tensor) -> torch.Tensor:
+    """(G, T, d) -> (B, T, d). With read positions, only those are demultiplexed; the rest stay zero."""
+    mux = spec.multiplexer
+    device, dtype = execution_device_and_dtype(mux)
+    c = composite.to(device or composite.device, dtype or composite.dtype)  # (G, T, d)
+    b, positions = context.batch_size, context.read_positions(c.device)
+    shifts = None if context.shifts is None else context.shifts.to(c.device)  # (B,)
+    if positions is None:
+        restored = mux.demux(c, keep=b)  # (B, T, d)
+        if shifts is not None:
+            restored = shift_right(restored, -shifts)  # (B, T, d), back in the inputs' layout
+    else:
+        instance = torch.arange(b, device=c.device)
+        at = positions if shifts is None else (positions + shifts) % c.shape[1]  # (B,) where it is read
+        rows = c[instance // mux.compose_size, at]  # (B, d): each instance's composite where it is read
+        # under autocast the slots come out in the autocast dtype: cast them to the backbone's
+        read = mux.demux_slots(rows, instance % mux.compose_size).to(composite.device, composite.dtype)  # (B, d)
+        restored = composite.new_zeros(b, *composite.shape[1:])  # (B, T, d)
+        restored[instance.to(composite.device), positions.to(composite.device)] = read
+    return restored.to(composite.device, composite.dtype)

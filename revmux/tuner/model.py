@@ -16,7 +16,7 @@ from torch import nn
 from .architectures import MuxPlan, ReadMode, check_attention_supported, plan_injection, sequence_classifier_reads
 from .config import RevMuxConfig
 from .grouping import check_identical_in_groups, group_union
-from .layer import RevMuxLayer, execution_device_and_dtype
+from .layer import RevMuxLayer, demux_after_final_norm, execution_device_and_dtype
 from .mux import MULTIPLEXER_MODULE_NAMES, build_multiplexer
 from .state import (READING, RECORDING, REPLAY, AdapterSpec, Recording, Replay, close_forward, open_forward,
                     read_mode_for, scoped)
@@ -50,6 +50,7 @@ class RevMuxModel(BaseTuner):
     def __init__(self, model, config, adapter_name, low_cpu_mem_usage: bool = False, state_dict=None):
         self._plans: dict[str, MuxPlan] = {}
         self._specs: dict[str, AdapterSpec] = {}
+        self._norm_hooks: dict = {}  # final-norm path -> hook handle (demux_after="final_norm")
         super().__init__(model, config, adapter_name, low_cpu_mem_usage=low_cpu_mem_usage, state_dict=state_dict)
         # Any wrapper tells whether adapters are enabled and which one is active: PEFT toggles all of them together.
         # (kept out of nn.Module registration: it is one of the model's own layers, not a part of the tuner)
@@ -117,7 +118,8 @@ class RevMuxModel(BaseTuner):
             raise ValueError(f"Adapter name {name!r} is also the name of a module inside the multiplexer, so PEFT "
                              f"would mix up their weights when saving. Choose another name (not one of "
                              f"{sorted(RESERVED_ADAPTER_NAMES)}).")
-        plan = plan_injection(model, peft_config.target_modules, peft_config.compose_size, peft_config.combine_first)
+        plan = plan_injection(model, peft_config.target_modules, peft_config.compose_size, peft_config.combine_first,
+                              peft_config.demux_after)
         sizes = [len(model.get_submodule(stack)) for stack in plan.stacks]
         if peft_config.stack_sizes is not None and list(peft_config.stack_sizes) != sizes:
             raise ValueError(
@@ -127,6 +129,7 @@ class RevMuxModel(BaseTuner):
                 f"{peft_config.base_model_name_or_path!r}).")
         peft_config.target_modules, peft_config.stack_sizes = list(plan.stacks), sizes
         peft_config.combine_first = sum(role.kind == "pass" for role in plan.roles.values())
+        peft_config.demux_after = "final_norm" if plan.final_norm else "last_layer"  # resolved, and saved so
         self._plans[name] = plan
         # What the head reads depends on the model class, not on the PEFT task type (task_type may be None).
         is_classifier = type(model).__name__.endswith("ForSequenceClassification")
@@ -143,7 +146,11 @@ class RevMuxModel(BaseTuner):
         self._specs[name] = AdapterSpec(
             name, peft_config.compose_size, plan.family, read_mode=sequence_classifier_reads(model) if auto else "all",
             pad_token_id=getattr(model.config.get_text_config(), "pad_token_id", None),
-            align_last_tokens=peft_config.align_last_tokens and plan.family == "decoder", multiplexer=multiplexer)
+            align_last_tokens=peft_config.align_last_tokens and plan.family == "decoder", final_norm=plan.final_norm,
+            multiplexer=multiplexer)
+        if plan.final_norm is not None and plan.final_norm not in self._norm_hooks:  # one hook serves every adapter
+            norm = model.get_submodule(plan.final_norm)
+            self._norm_hooks[plan.final_norm] = norm.register_forward_hook(demux_after_final_norm)
 
     def _check_target_module_exists(self, peft_config: RevMuxConfig, key: str) -> bool:
         return key in self._plans[self._adapter_name_of(peft_config)].roles
@@ -215,7 +222,7 @@ class RevMuxModel(BaseTuner):
                                      adapter_names: Optional[list[str]] = None):
         if merge:
             raise ValueError(MERGE_ERROR)
-        for hook in self._hooks:
+        for hook in [*self._hooks, *self._norm_hooks.values()]:
             hook.remove()
         return super()._unload_and_optionally_merge(merge=False, progressbar=progressbar, adapter_names=adapter_names)
 

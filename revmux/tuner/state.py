@@ -36,6 +36,7 @@ class AdapterSpec:
     read_mode: ReadMode = "all"  # positions the model's own head reads ("all": every one)
     pad_token_id: Optional[int] = None
     align_last_tokens: bool = False  # decoders: groups laid out right-aligned after the multiplexing point
+    final_norm: Optional[str] = None  # demultiplex after this norm (its path), not after the last layer
     multiplexer: Optional[nn.Module] = field(default=None, compare=False, repr=False)  # owned by the mux layer
 
 
@@ -46,9 +47,9 @@ class Recording:
     spec: AdapterSpec
     layer_k_states: Optional[torch.Tensor] = None  # (B, T, d) the states entering the multiplexer
     instances: Optional[torch.Tensor] = None  # (G*N, T, w) what the multiplexer mixed
-    restored: Optional[torch.Tensor] = None  # (B, T, d) demultiplexed output of the last layer
+    restored: Optional[torch.Tensor] = None  # (B, T, d) demultiplexed output of the last layer (or final norm)
     shifts: Optional[torch.Tensor] = None  # (B,) right-alignment shifts of the instances (None: not shifted)
-    teacher_hidden: Optional[torch.Tensor] = None  # (B, T, d) un-multiplexed output of the last layer (teacher)
+    teacher_hidden: Optional[torch.Tensor] = None  # (B, T, d) un-multiplexed, where the demultiplexer restores (teacher)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class ForwardContext:
     batch_size: Optional[int] = None  # B, set by the multiplexing layer (or the decoder of an encoder-decoder)
     shifts: Optional[torch.Tensor] = None  # (B,) right-alignment shifts of this forward's instances (grouping.py)
     reduced: dict = field(default_factory=dict)  # argument name -> (original, shrunk), shared by later layers
+    demux_pending: bool = False  # the last layer left the composites for the final norm's demultiplexer
     recording: Optional[Recording] = None
     replay: Optional[Replay] = None
     token: Any = None

@@ -31,7 +31,7 @@ def train_adapter(config: RunConfig, teacher, head, train: list[Example], output
     teacher.requires_grad_(False)
     mux_config = revmux.RevMuxConfig(compose_size=config.compose_size, combine_first=config.combine_first,
                                      mux_type=config.model_type, standardize=config.standardize,
-                                     align_last_tokens=config.align_last_tokens,
+                                     align_last_tokens=config.align_last_tokens, demux_after=config.demux_after,
                                      coupling_hidden_size=config.coupling_hidden_size,
                                      demux_hidden_size=config.demux_hidden_size)
     model = revmux.get_revmux_model(teacher, mux_config)
@@ -116,7 +116,8 @@ def save_adapter(config: RunConfig, muxed, teacher, task, folder: Path, teacher_
     teacher.tokenizer.save_pretrained(folder)
     ServingInfo(task=task.name, label_names=task.label_names, max_length=config.max_length, family=teacher.family,
                 teacher=teacher_path, model_class=type(teacher.model).__name__,
-                calibration=calibration_values(teacher.head), run_id=run_id, teacher_run_id=teacher_run_id).save(folder)
+                calibration=calibration_values(teacher.head), run_id=run_id, teacher_run_id=teacher_run_id,
+                chat_template=bool(getattr(teacher.head, "chat", False))).save(folder)
     if config.train_file is not None:
         save_task(folder, task, Columns(text=config.text_column, text_pair=config.text_pair_column,
                                         label=config.label_column))

@@ -10,7 +10,8 @@ from revmux.train.cache import STORAGE_DTYPES
 from revmux.train.data import TASKS, get_task
 from revmux.tuner.config import MUX_TYPES
 
-HEADS = ("auto", "label_words", "classifier")  # how a decoder classifies (RunConfig.head)
+HEADS = ("auto", "label_words", "classifier")
+CHAT_TEMPLATE = ("auto", "on", "off")  # label-word prompts in the tokenizer's chat template (RunConfig.chat_template)  # how a decoder classifies (RunConfig.head)
 CALIBRATION_EXAMPLES = 64  # unlabeled training prompts that calibrate a zero-shot decoder's label words
 
 
@@ -54,6 +55,8 @@ class RunConfig:
     length_buckets: bool = True  # cached path: batches of similar lengths (transformers' group_by_length sampler)
     standardize: bool = False  # RevMuxConfig.standardize: for decoder LLMs (massive activations)
     align_last_tokens: bool = True  # RevMuxConfig.align_last_tokens: decoders read every instance at one position
+    demux_after: str = "auto"  # RevMuxConfig.demux_after: "final_norm", "last_layer" or "auto"
+    chat_template: str = "auto"  # label-word decoders: "on", "off", "auto" (the tokenizer's chat template if it has one)
     head: str = "auto"  # decoders: "label_words" (zero-shot LM head), "classifier" (trained score head), "auto"
     ignore_mismatched_sizes: bool = False  # a classifier checkpoint with another label count: new head
     coupling_hidden_size: int | None = None  # RevMuxConfig widths; None: the paper's (d, 3d)
@@ -106,6 +109,10 @@ class RunConfig:
                 raise RunError(f"{name} must be a non-empty string, got {getattr(self, name)!r}.")
         if self.model_type not in MUX_TYPES:
             raise RunError(f"model_type must be one of {', '.join(MUX_TYPES)}, got {self.model_type!r}.")
+        if self.demux_after not in ("auto", "final_norm", "last_layer"):
+            raise RunError(f"demux_after must be auto, final_norm or last_layer, got {self.demux_after!r}.")
+        if self.chat_template not in CHAT_TEMPLATE:
+            raise RunError(f"chat_template must be one of {', '.join(CHAT_TEMPLATE)}, got {self.chat_template!r}.")
         if self.head not in HEADS:
             raise RunError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}.")
         if self.cache_dtype not in STORAGE_DTYPES:
@@ -121,7 +128,7 @@ class RunConfig:
                 continue
             if not _is_int(value) or value < low:
                 raise RunError(f"{name} must be an integer >= {low}{' or None' if optional else ''}, got {value!r}.")
-        for name, positive in (("n_epochs", True), ("teacher_epochs", True), ("adapter_lr", False),
+        for name, positive in (("n_epochs", True), ("teacher_epochs", False), ("adapter_lr", False),
                                ("teacher_lr", False), ("info_nce_weight", False), ("orthogonality_weight", False),
                                ("distill_weight", False), ("distill_temperature", True), ("state_weight", False),
                                ("cache_memory_mb", False)):

@@ -1,8 +1,9 @@
 """Step 4, teacher: the N = 1 model every adapter of a run is trained on.
 
-Loaded with the task's labels; then, when the run trains it (encoders, and decoders that classify with a head),
-fine-tuned like the adapter is: evaluated on the validation split every epoch, the best epoch kept, stopped after
-``patience`` epochs without a better one (``teacher_epochs`` is the cap). A zero-shot label-word decoder is
+Loaded with the task's labels; then, when the run trains it (encoders, decoders that classify with a head, and
+label-word decoders: prompt-based fine-tuning, cross-entropy on the label words at the answer position), fine-tuned
+like the adapter is: evaluated on the validation split every epoch, the best epoch kept, stopped after ``patience``
+epochs without a better one (``teacher_epochs`` is the cap). A zero-shot label-word decoder (``teacher_epochs=0``) is
 calibrated instead. A gap to the teacher is only meaningful against a teacher at its best.
 """
 
@@ -16,7 +17,8 @@ from typing import Any
 from revmux.tables import check_label_words
 from revmux.tiny import CLI_ALIASES
 from revmux.train.data import Example, TaskSpec
-from revmux.train.heads import ClassificationHead, head_for
+from revmux.errors import RunError
+from revmux.train.heads import ClassificationHead, LabelWordHead, head_for
 from revmux.train.trainer import RevMuxTrainer
 from revmux.workflow.config import CALIBRATION_EXAMPLES, RunConfig
 from revmux.workflow.models import Family, classifies_with_head, load_model, model_family, resolve_model_path
@@ -57,15 +59,40 @@ def load_teacher(config: RunConfig, task: TaskSpec, train: list[Example]) -> Tea
     model.config.id2label = dict(enumerate(task.label_names))  # saved with the teacher
     model.config.label2id = {name: i for i, name in enumerate(task.label_names)}
     check_label_words(tokenizer, task, "encoder" if classifier else family)  # a classifier reads no label words
-    head = head_for(model, tokenizer, task, config.max_length)
-    if family == "decoder" and not classifier:  # zero-shot teacher: remove the label-word prior (unlabeled prompts)
-        head.calibrate(model, [Example(e.text, e.text_pair) for e in train[:CALIBRATION_EXAMPLES]])
-    return Teacher(model, tokenizer, head, family, classifier, source)
+    head = head_for(model, tokenizer, task, config.max_length, chat_template=uses_chat_template(config, tokenizer))
+    teacher = Teacher(model, tokenizer, head, family, classifier, source)
+    if isinstance(head, LabelWordHead):
+        if getattr(model.config, TUNED_MARK, False):  # a label-word teacher a run fine-tuned: no prior to remove
+            head.set_calibration([0.0] * len(task.label_names))
+        elif not needs_fine_tuning(config, teacher):  # zero-shot: remove the label-word prior (unlabeled prompts)
+            head.calibrate(model, [Example(e.text, e.text_pair) for e in train[:CALIBRATION_EXAMPLES]])
+    return teacher
+
+
+# Set in a label-word teacher's config.json when a run fine-tuned it, so that reusing it (--teacher_dir, a sweep)
+# reads its label words as trained, uncalibrated.
+TUNED_MARK = "revmux_label_words_tuned"
+
+
+def uses_chat_template(config: RunConfig, tokenizer) -> bool:
+    """Whether label-word prompts are chat turns: ``--chat_template on``, or ``auto`` with a tokenizer that has one.
+
+    Raises:
+        RunError: for ``on`` with a tokenizer without a chat template.
+    """
+    has = bool(getattr(tokenizer, "chat_template", None))
+    if config.chat_template == "on" and not has:
+        raise RunError(f"--chat_template on, but the tokenizer of {config.model_name} has no chat template; use "
+                       "--chat_template off (or auto).")
+    return has if config.chat_template == "auto" else config.chat_template == "on"
 
 
 def needs_fine_tuning(config: RunConfig, teacher: Teacher) -> bool:
-    """A run fine-tunes its teacher unless one was given (``teacher_dir``) or it reads label words zero-shot."""
-    return config.teacher_dir is None and teacher.classifier
+    """A run fine-tunes its teacher unless one was given (``teacher_dir``), ``teacher_epochs`` is 0, or it is an
+    encoder-decoder (read zero-shot). Encoders and decoders with a classification head train their head with the
+    model; label-word decoders are fine-tuned to answer with their label words."""
+    return config.teacher_dir is None and config.teacher_epochs > 0 and (teacher.classifier
+                                                                        or teacher.family == "decoder")
 
 
 def train_teacher(config: RunConfig, model, head: ClassificationHead, train: list[Example], output_dir: Path,
@@ -94,6 +121,9 @@ def fit_teacher(config: RunConfig, teacher: Teacher, train: list[Example], valid
     trainer = train_teacher(config, teacher.model, teacher.head, train, output_dir, validation)
     teacher.fine_tuned, teacher.log = True, trainer.state.log_history
     teacher.validation_history, teacher.best_epoch = trainer.validation_history, trainer.best["epoch"]
+    if isinstance(teacher.head, LabelWordHead):  # answers with its label words as trained: nothing to calibrate
+        teacher.head.set_calibration([0.0] * len(teacher.head.task.label_names))
+        setattr(teacher.model.config, TUNED_MARK, True)
     teacher.seconds = time.perf_counter() - started
     if teacher.best_epoch is not None:
         print(f"[revmux] teacher: best validation accuracy {100 * trainer.best['accuracy']:.2f} at epoch "
