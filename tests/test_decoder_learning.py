@@ -68,3 +68,4 @@ def test_decoder_adapter_reaches_its_teacher(task, teachers, kind, compose_size,
     print(f"{kind} N={compose_size}: teacher {teacher_accuracy:.3f}, RevMUX {accuracy:.3f}, validation "
           f"{[h['accuracy'] for h in history]}")
     assert accuracy >= GOALS[compose_size] * teacher_accuracy, (accuracy, teacher_accuracy, history)
+
