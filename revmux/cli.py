@@ -218,6 +218,9 @@ def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
                    help="evaluate on at most this many examples per split (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random pairings")
     p.add_argument("--output", default=None, help="write the metrics as JSON here (default: print them only)")
+    from revmux.precision import add_serving_options
+
+    add_serving_options(p)
 
 
 def _add_predict_arguments(p: argparse.ArgumentParser) -> None:

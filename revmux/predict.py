@@ -585,6 +585,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="go on after the last completed chunk of an interrupted run")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output (or an interrupted run's)")
     p.add_argument("--no_progress", dest="progress", action="store_false", help="no progress bar and final lines")
+    from revmux.precision import add_serving_options
+
+    add_serving_options(p)
 
 
 def check_files(input_path: str | os.PathLike, output_path: str | os.PathLike, input_format: str | None = None):
@@ -607,14 +610,17 @@ def run(args: argparse.Namespace) -> PredictReport:
     check_files(args.input, args.output, args.input_format)  # before the model loads
     state = process_state()
     loaded = load_adapter(args.adapter_dir, args.model_name, args.max_length, device=state.device)
+    from revmux.precision import prepare_for_serving
+
+    prepare_for_serving(loaded.model, getattr(args, "quantize", None), getattr(args, "compile", False))
     trained = loaded.columns
     columns = Columns(text=args.text_column or trained.text,
                       text_pair=args.text_pair_column or trained.text_pair,
                       label=args.label_column, id=args.id_column)
     return predict(loaded.model, loaded.tokenizer, loaded.task, args.input, args.output, columns=columns,
                    batch_size=args.batch_size, chunk_size=args.chunk_size, max_length=loaded.max_length,
-                   calibration=loaded.calibration, chat_template=loaded.chat_template, compare_teacher=args.compare_teacher, resume=args.resume,
-                   overwrite=args.overwrite, input_format=args.input_format, progress=args.progress,
+                   calibration=loaded.calibration, chat_template=loaded.chat_template,
+                   compare_teacher=args.compare_teacher, resume=args.resume, overwrite=args.overwrite, input_format=args.input_format, progress=args.progress,
                    settings=loaded.settings, state=state)
 
 

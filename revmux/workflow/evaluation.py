@@ -63,6 +63,9 @@ def evaluate_saved(args) -> dict:
     family = model_family(teacher_path)
     base, tokenizer = load_model(teacher_path, family, len(task.label_names))
     muxed = PeftModel.from_pretrained(base, args.adapter_dir).eval()
+    from revmux.precision import prepare_for_serving
+
+    prepare_for_serving(muxed, getattr(args, "quantize", None), getattr(args, "compile", False))
     head = head_for(muxed, tokenizer, task, max_length, chat_template=info is not None and info.chat_template)
     if info is not None and info.calibration is not None:
         head.set_calibration(info.calibration)  # the one training used

@@ -1,0 +1,64 @@
+"""How a served model computes: as trained (float32), dynamic int8 on the CPU, and/or compiled with ``torch.compile``.
+
+An adapter is trained in float32 and made faster for serving after loading, on top of what RevMUX saves:
+
+| option            | what it does                                                                  | where        |
+|-------------------|-------------------------------------------------------------------------------|--------------|
+| ``quantize="int8"`` | ``torch.ao.quantization.quantize_dynamic`` on every ``nn.Linear`` (weights int8, activations quantized per batch) | CPU only |
+| ``compile=True``  | ``torch.compile`` (inductor) of the backbone every head calls, in place        | CPU and GPU  |
+
+int8 speeds the linear layers every instance still runs (layers before K, the adapter); RevMUX removes whole layers'
+work above K; the two multiply. ``quantize_multiplexer=False`` keeps the adapter's own layers in float32.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+QUANTIZE = (None, "int8")
+
+
+def prepare_for_serving(model: nn.Module, quantize: str | None = None, compile: bool = False,
+                        quantize_multiplexer: bool = True) -> nn.Module:
+    """Quantize and/or compile ``model`` (a RevMUX PeftModel or a plain transformers model) in place for inference.
+
+    Returns:
+        the same model object, in eval mode.
+
+    Raises:
+        ValueError: for an unknown ``quantize``, or int8 on a model that is not on the CPU (dynamic int8 kernels are
+            CPU-only: on a GPU load the model in bfloat16 instead).
+    """
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be one of {', '.join(map(str, QUANTIZE))} (None: as trained), "
+                         f"got {quantize!r}.")
+    model.eval()
+    if quantize == "int8":
+        devices = {p.device.type for p in model.parameters()}
+        if devices - {"cpu"}:
+            raise ValueError(f"quantize='int8' is dynamic int8 quantization, which runs on the CPU only, but the model "
+                             f"is on {sorted(devices - {'cpu'})}. On a GPU serve in bfloat16 "
+                             "(dtype=torch.bfloat16) instead, or move the model to the CPU.")
+        import torch
+        from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+        linears = {name: default_dynamic_qconfig for name, module in model.named_modules()
+                   if isinstance(module, nn.Linear) and (quantize_multiplexer or "revmux_" not in name)}
+        quantize_dynamic(model, linears, dtype=torch.qint8, inplace=True)
+    if compile:
+        backbone(model).compile()
+    return model
+
+
+def add_serving_options(p) -> None:
+    """``--quantize`` and ``--compile`` (``revmux.precision``), for the commands that serve a saved adapter."""
+    p.add_argument("--quantize", default=None, choices=("int8",),
+                   help="int8: dynamic int8 quantization of every linear layer, the adapter's included (CPU only); "
+                        "default: float32 as trained")
+    p.add_argument("--compile", action="store_true", help="torch.compile the backbone (inductor; needs a C compiler)")
+
+
+def backbone(model: nn.Module) -> nn.Module:
+    """The transformers backbone every head calls (``BertModel``, ``LlamaModel``; a T5 model itself)."""
+    hf = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(hf, "base_model", hf)
