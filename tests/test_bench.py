@@ -348,3 +348,29 @@ def test_python_m_revmux_bench_help():
     out = subprocess.run([sys.executable, "-m", "revmux.bench", "--help"], capture_output=True, text=True,
                          check=True).stdout
     assert "--breakdown" in out and "--no_progress" in out
+
+
+def test_the_serving_stack_is_measured_side_by_side():
+    """--precisions int8: the base and every N again in int8, in the same rounds, speed-ups over the plain base."""
+    from revmux.bench import run_benchmark
+
+    results = run_benchmark("tiny", compose_sizes=[2], batch_sizes=[8], lengths=[16], repeats=2, warmup=1,
+                            precisions=["int8"], progress=False, verbose=False)
+    records = {r["variant"]: r for r in results["records"]}
+    assert set(records) == {"base", "N=2", "base+int8", "N=2+int8"}
+    assert records["N=2+int8"]["compose_size"] == 2 and records["base+int8"]["compose_size"] == 1
+    for r in records.values():
+        assert r["speedup"] == pytest.approx(records["base"]["median_s"] / r["median_s"])
+    assert set(results["meta"]["precision_facts"]) == {"base+int8", "N=2+int8"}
+
+
+def test_serving_stack_options_are_checked():
+    from revmux.bench.config import BenchConfig
+
+    assert BenchConfig(precisions=["int8", "plain", "int8"]).precisions == ["plain", "int8"]
+    with pytest.raises(ValueError, match="must be among"):
+        BenchConfig(precisions=["int4"])
+    with pytest.raises(ValueError, match="CPU only"):
+        BenchConfig(precisions=["int8"], device="cuda")
+    with pytest.raises(ValueError, match="compiles every variant"):
+        BenchConfig(precisions=["int8"], use_compile=True)

@@ -9,6 +9,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -114,6 +115,10 @@ def benchmark(config: BenchConfig) -> dict:
         if facts["max_length"] and max(config.lengths) > facts["max_length"]:
             raise ValueError(f"length {max(config.lengths)} exceeds the model's max_position_embeddings "
                              f"{facts['max_length']}.")
+        def inputs_for(b: int, t: int) -> dict:
+            return make_inputs(b, t, facts["vocab_size"], config.device, config.seed, config.ragged,
+                               facts["pad_token_id"])
+
         variants = build_variants(base, config.compose_sizes, k, config.seed)
         compose_of = {name: n for name, n, _ in variants}
         meta = _meta(config, facts, k, base, variants)
@@ -121,11 +126,13 @@ def benchmark(config: BenchConfig) -> dict:
             meta["breakdown_method"] = BREAKDOWN_METHOD
         if config.use_compile:  # every variant (the base too) through inductor; the warm-up rounds compile
             variants = [(name, n, torch.compile(model)) for name, n, model in variants]
+        stacked = _stacked_variants(base, config, k, inputs_for=lambda: inputs_for(config.batch_sizes[0],
+                                                                                  config.lengths[0]))
+        meta["precision_facts"] = stacked["facts"]
+        variants += stacked["variants"]
+        compose_of.update({name: n for name, n, _ in stacked["variants"]})
         del base
 
-        def inputs_for(b: int, t: int) -> dict:
-            return make_inputs(b, t, facts["vocab_size"], config.device, config.seed, config.ragged,
-                               facts["pad_token_id"])
 
         records: list[dict] = []
         sizes = [(b, t) for b in config.batch_sizes for t in config.lengths]
@@ -158,6 +165,45 @@ def benchmark(config: BenchConfig) -> dict:
         if config.output_dir is not None:
             _write_files(results, Path(config.output_dir), config.verbose)
     return results
+
+
+def _stacked_variants(base, config: BenchConfig, k: int, inputs_for) -> dict:
+    """The int8 and compiled stacks (``config.precisions`` beyond "plain"): the base and every N again, each on its
+    own copy with the same adapter weights, quantized or compiled as ``revmux.precision.prepare_for_serving`` serves
+    them. A compiled variant is compiled here, by one forward on the first batch size and length (its time is the
+    compile time), and its graph breaks are counted with ``torch._dynamo.explain``.
+
+    Returns:
+        {"variants": [(name, n, model), ...] named like "N=2+int8", "facts": {name: {compile_s, graph_breaks, ...}}}.
+    """
+    from revmux.precision import prepare_for_serving
+
+    variants, facts = [], {}
+    for precision in config.precisions[1:]:
+        for name, n, model in build_variants(base, config.compose_sizes, k, config.seed):
+            label = f"{name}+{precision}"
+            if precision == "int8":
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")  # torch's deprecation note
+                    prepare_for_serving(model, quantize="int8")
+                facts[label] = {"quantized": "every nn.Linear, the adapter's included (dynamic int8)"}
+            else:
+                import torch._dynamo
+
+                inputs = inputs_for()
+                torch._dynamo.reset()
+                explained = torch._dynamo.explain(model)(**inputs)
+                compiled = torch.compile(model)
+                started = time.perf_counter()
+                with torch.inference_mode():
+                    compiled(**inputs)
+                facts[label] = {"compile_s": time.perf_counter() - started,
+                                "graph_breaks": explained.graph_break_count, "graphs": explained.graph_count,
+                                "break_reasons": sorted({str(b.reason).split("\n")[0] for b in
+                                                         explained.break_reasons})[:10]}
+                model = compiled
+            variants.append((label, n, model))
+    return {"variants": variants, "facts": facts}
 
 
 def _write_files(results: dict, out: Path, verbose: bool) -> None:

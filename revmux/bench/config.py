@@ -18,6 +18,7 @@ from .models import DTYPES
 from .timing import CLOCKS
 
 DEVICES = ("cpu", "cuda")
+PRECISIONS = ("plain", "int8", "compiled")  # revmux.precision.prepare_for_serving's options, as benchmark variants
 
 
 @dataclass
@@ -58,6 +59,10 @@ class BenchConfig:
     verbose: bool = field(default=True, metadata={"cli": False, "help": "Print the tables and the files written."})
     use_compile: bool = field(default=False, metadata={"flag": "--compile", "help": (
         "torch.compile (inductor) every variant, the base model included; needs a C compiler.")})
+    precisions: list[str] = field(default_factory=lambda: ["plain"], metadata={"choices": PRECISIONS, "help": (
+        "Serving stacks measured side by side in the same rounds, the base and every N each: 'plain' (as trained, "
+        "always measured: the reference of every speed-up), 'int8' (dynamic int8, CPU) and 'compiled' "
+        "(torch.compile). The compiled variants also report their compile time and graph breaks. Default: plain.")})
 
     def __post_init__(self) -> None:
         for name in ("compose_sizes", "batch_sizes", "lengths"):
@@ -83,10 +88,21 @@ class BenchConfig:
                 raise ValueError(f"{name} must be an integer >= {low} (or None), got {value!r}.")
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
+            if choices and not isinstance(getattr(self, f.name), list) and getattr(self, f.name) not in choices:
                 raise ValueError(f"{f.name} must be one of {', '.join(choices)}, got {getattr(self, f.name)!r}.")
         if not isinstance(self.model_name, str) or not self.model_name:
             raise ValueError(f"model_name must be a non-empty string, got {self.model_name!r}.")
+        precisions = [self.precisions] if isinstance(self.precisions, str) else list(self.precisions)
+        self.precisions = ["plain"] + [p for p in dict.fromkeys(precisions) if p != "plain"]
+        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        if unknown:
+            raise ValueError(f"precisions must be among {', '.join(PRECISIONS)}, got {unknown}.")
+        if "int8" in self.precisions and self.device != "cpu":
+            raise ValueError("precision int8 is dynamic int8 quantization, which runs on the CPU only; on a GPU "
+                             "compare --dtype bfloat16 instead.")
+        if self.use_compile and len(self.precisions) > 1:
+            raise ValueError("--compile compiles every variant; with --precisions measure 'compiled' beside the "
+                             "others instead.")
         if self.breakdown and self.use_compile:
             raise ValueError("--breakdown times the eager modules; run it without --compile.")
 

@@ -17,13 +17,13 @@ def format_table(results: dict) -> str:
             f"K={meta['combine_first']}, {meta['dtype']} on {meta['device']} "
             f"({meta['machine']['torch_threads']} threads), median of {meta['repeats']} ({meta['clock']} clock), "
             f"load average {meta.get('load_average_start')} -> {meta.get('load_average_end')}")
-    cols = f"{'batch':>5} {'len':>4} {'variant':>7} {'median ms':>10} {'inst/s':>8} {'speed-up':>8} {'S':>6} " \
+    cols = f"{'batch':>5} {'len':>4} {'variant':>12} {'median ms':>10} {'inst/s':>8} {'speed-up':>8} {'S':>6} " \
            f"{'of S':>6} {'paired':>6} {'peak MiB':>8} {'mem/base':>8}"
     lines = [head, cols, "-" * len(cols)]
     for r in results["records"]:
         peak = "-" if r["peak_mb"] is None else f"{r['peak_mb']:.1f}"
         ratio = "-" if r["memory_ratio"] is None else f"{r['memory_ratio']:.3f}"
-        lines.append(f"{r['batch_size']:>5} {r['length']:>4} {r['variant']:>7} {r['median_ms']:>10.1f} "
+        lines.append(f"{r['batch_size']:>5} {r['length']:>4} {r['variant']:>12} {r['median_ms']:>10.1f} "
                      f"{r['throughput']:>8.1f} {r['speedup']:>8.3f} {r['ceiling']:>6.3f} "
                      f"{r['fraction_of_ceiling']:>6.3f} {r['speedup_paired']:>6.3f} {peak:>8} {ratio:>8}")
     return "\n".join(lines)
