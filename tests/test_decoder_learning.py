@@ -69,3 +69,26 @@ def test_decoder_adapter_reaches_its_teacher(task, teachers, kind, compose_size,
           f"{[h['accuracy'] for h in history]}")
     assert accuracy >= GOALS[compose_size] * teacher_accuracy, (accuracy, teacher_accuracy, history)
 
+
+
+@pytest.mark.parametrize("demux_after", ["final_norm", "last_layer"])
+def test_label_words_learn_from_cross_entropy_alone(task, teachers, demux_after, tmp_path):
+    """Issue 21's learnability check on the ladder's label-word teacher: N = 2, cross-entropy alone (no InfoNCE, no
+    orthogonality), either placement of the demultiplexer: validation accuracy and the gold margin rise from the
+    first epochs, and the restored read state stays within a few times the teacher's scale."""
+    folder, data = task
+    teacher, head, teacher_accuracy = teachers["llama-causal"]
+    torch.manual_seed(0)
+    config = _config(tmp_path, 2, info_nce_weight=0.0, orthogonality_weight=0.0, demux_after=demux_after)
+    muxed, trainer, facts = train_adapter(config, teacher, head, data["train"], tmp_path / "adapter",
+                                          validation=data["dev"][:64])
+    try:
+        assert muxed.peft_config["default"].demux_after == demux_after
+        history = facts["validation_history"]
+    finally:
+        muxed.unload()
+    print(demux_after, [(round(h["accuracy"], 3), round(h["margin"], 3), round(h["read_rel_error"], 2))
+                        for h in history])
+    assert max(h["accuracy"] for h in history) >= 0.9 * teacher_accuracy, history
+    assert history[-1]["margin"] > 0, history
+    assert all(h["read_rel_error"] < 10 for h in history), history
