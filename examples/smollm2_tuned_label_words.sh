@@ -8,6 +8,6 @@ COMMON=(--task_name mr --model_name smollm2 --data_dir "$DATA" --combine_first 1
         --adapter_lr 1e-3 --max_length 96 --max_train_examples "${TRAIN:-480}" --max_eval_examples "${EVAL:-200}"
         --pairings "${PAIRINGS:-2}" --standardize --no_checkpoints)
 revmux train "${COMMON[@]}" --compose_size 2 --n_epochs "${EPOCHS:-10}" --teacher_epochs "${TEACHER_EPOCHS:-2}" \
-  --teacher_lr 1e-4 --save_dir runs/mr/smollm2_tuned_n2
+  --teacher_lr 1e-4 --save_dir runs/mr/smollm2_tuned_n2 --no_speedup
 revmux train "${COMMON[@]}" --compose_size 4 --n_epochs "${EPOCHS:-10}" --teacher_dir runs/mr/smollm2_tuned_n2/teacher \
-  --save_dir runs/mr/smollm2_tuned_n4
+  --save_dir runs/mr/smollm2_tuned_n4 --no_speedup
