@@ -124,11 +124,11 @@ def _add_train_arguments(p: argparse.ArgumentParser, grid: bool = False) -> None
     p.add_argument("--gradient_accumulation_steps", type=int, default=d["gradient_accumulation_steps"],
                    help="batches whose gradients are summed per optimizer step")
     p.add_argument("--teacher_dir", default=None,
-                   help="an already trained N=1 teacher (default: fine-tune one for encoders and encoder-decoders, "
-                        "zero-shot for decoders)")
+                   help="an already trained N=1 teacher (default: fine-tune one; see --teacher_epochs)")
     p.add_argument("--teacher_epochs", type=float, default=d["teacher_epochs"],
                    help="the most teacher fine-tuning epochs; its best validation epoch is kept and it stops after "
-                        "--patience epochs without a better one")
+                        "--patience epochs without a better one. Label-word decoders are fine-tuned on their label "
+                        "words; 0: no fine-tuning (a zero-shot decoder, calibrated)")
     p.add_argument("--teacher_lr", type=float, default=d["teacher_lr"], help="teacher fine-tuning learning rate")
     p.add_argument("--max_length", type=int, default=d["max_length"], help="tokens per instance")
     p.add_argument("--info_nce_weight", type=float, default=d["info_nce_weight"], help="λ")

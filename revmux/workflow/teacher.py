@@ -1,7 +1,7 @@
 """Step 4, teacher: the N = 1 model every adapter of a run is trained on.
 
-Loaded with the task's labels; then, when the run trains it (encoders, decoders that classify with a head, and
-label-word decoders: prompt-based fine-tuning, cross-entropy on the label words at the answer position), fine-tuned
+Loaded with the task's labels; then, when the run trains it (every family: a classification head with the model, or
+label words: prompt-based fine-tuning, cross-entropy on the label words at the answer position), fine-tuned
 like the adapter is: evaluated on the validation split every epoch, the best epoch kept, stopped after ``patience``
 epochs without a better one (``teacher_epochs`` is the cap). A zero-shot label-word decoder (``teacher_epochs=0``) is
 calibrated instead. A gap to the teacher is only meaningful against a teacher at its best.
@@ -88,11 +88,10 @@ def uses_chat_template(config: RunConfig, tokenizer) -> bool:
 
 
 def needs_fine_tuning(config: RunConfig, teacher: Teacher) -> bool:
-    """A run fine-tunes its teacher unless one was given (``teacher_dir``), ``teacher_epochs`` is 0, or it is an
-    encoder-decoder (read zero-shot). Encoders and decoders with a classification head train their head with the
-    model; label-word decoders are fine-tuned to answer with their label words."""
-    return config.teacher_dir is None and config.teacher_epochs > 0 and (teacher.classifier
-                                                                        or teacher.family == "decoder")
+    """A run fine-tunes its teacher unless one was given (``teacher_dir``) or ``teacher_epochs`` is 0. Models with a
+    classification head train it with the model; label-word decoders and encoder-decoders are fine-tuned to answer
+    with their label words (method.md: the T5 teacher is task-tuned)."""
+    return config.teacher_dir is None and config.teacher_epochs > 0
 
 
 def train_teacher(config: RunConfig, model, head: ClassificationHead, train: list[Example], output_dir: Path,
