@@ -19,8 +19,10 @@ QUANTIZE = (None, "int8")
 
 
 def prepare_for_serving(model: nn.Module, quantize: str | None = None, compile: bool = False,
-                        quantize_multiplexer: bool = True) -> nn.Module:
+                        quantize_multiplexer: bool = True, compile_backend: str = "inductor") -> nn.Module:
     """Quantize and/or compile ``model`` (a RevMUX PeftModel or a plain transformers model) in place for inference.
+
+    ``compile_backend``: ``torch.compile``'s backend ("inductor" needs a C compiler; "eager" only traces).
 
     Returns:
         the same model object, in eval mode.
@@ -46,7 +48,7 @@ def prepare_for_serving(model: nn.Module, quantize: str | None = None, compile: 
                    if isinstance(module, nn.Linear) and (quantize_multiplexer or "revmux_" not in name)}
         quantize_dynamic(model, linears, dtype=torch.qint8, inplace=True)
     if compile:
-        backbone(model).compile()
+        backbone(model).compile(backend=compile_backend)
     return model
 
 

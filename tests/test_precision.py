@@ -54,13 +54,19 @@ def test_bad_options_are_refused():
 
 
 def test_compiled_revmux_model_gives_the_same_logits():
-    pytest.importorskip("torch._inductor")
+    """The compiled backbone is the one the forward runs (traced: the eager backend needs no C compiler; inductor's
+    speed is measured by `revmux bench --precisions compiled`, docs/benchmarks.md)."""
+    import torch._dynamo.testing
+
     name = "bert-seqcls"
     batch = make_batch(name, batch_size=8)
     muxed = make_muxed(name)
     expected = logits(muxed, batch)
-    prepare_for_serving(muxed, compile=True)
+    torch._dynamo.reset()
+    counter = torch._dynamo.testing.CompileCounter()
+    prepare_for_serving(muxed, compile=True, compile_backend=counter)
     torch.testing.assert_close(logits(muxed, batch), expected, rtol=1e-4, atol=1e-5)
+    assert counter.frame_count >= 1  # the forward went through torch.compile
     with muxed.disable_adapter():
         torch.testing.assert_close(logits(muxed, batch), logits(make_model(name), batch), rtol=1e-4, atol=1e-5)
 
