@@ -3,7 +3,8 @@
 Every block of the layer stacks is wrapped. Per adapter, a block either runs untouched (``pass``, layers before K),
 multiplexes its input (``mux``, layer K: B instances -> G composites, owns the adapter weights), collapses
 identical decoder inputs (``collapse``, first decoder block of an encoder-decoder), or runs on composites
-(``carry``); the last block also demultiplexes its output (G composites -> B instances) for the model's own head.
+(``carry``); the last block also demultiplexes its output (G composites -> B instances) for the model's own head, or,
+with ``demux_after="final_norm"``, leaves that to ``demux_after_final_norm``, a forward hook on the final norm.
 Every block after the mux point receives its batch-sized arguments shrunk to G rows (``grouping.py``).
 
 The layer keeps no per-call state: what a forward needs (B, read positions, shrunk arguments) is in the
