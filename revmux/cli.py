@@ -18,8 +18,9 @@ from revmux.bench.speedup import add_speedup_arguments, check_speedup_arguments,
 from revmux.errors import RunError
 from revmux.train.cache import STORAGE_DTYPES
 from revmux.train.data import TASKS, DataError
-from revmux.tuner.config import MUX_TYPES
+from revmux.tuner.config import DEMUX_AFTER, MUX_TYPES
 from revmux.workflow import RunConfig
+from revmux.workflow.config import CHAT_TEMPLATE
 
 TASK_NAMES = tuple(TASKS)
 USER_ERRORS = (RunError, DataError)
@@ -172,11 +173,11 @@ def _add_train_arguments(p: argparse.ArgumentParser, grid: bool = False) -> None
     p.add_argument("--no_align_last_tokens", dest="align_last_tokens", action="store_false",
                    default=argparse.SUPPRESS, help="decoders: keep right-padded composites instead of right-aligned "
                    "ones (RevMuxConfig.align_last_tokens; default: aligned)")
-    p.add_argument("--chat_template", default=d["chat_template"], choices=("auto", "on", "off"),
+    p.add_argument("--chat_template", default=d["chat_template"], choices=CHAT_TEMPLATE,
                    help="label-word decoders: build the prompt as a user turn in the tokenizer's chat template; 'auto': "
                    "when the tokenizer has one (saved in revmux_serving.json, so predict/eval/MuxClassifier build the "
                    "same prompt)")
-    p.add_argument("--demux_after", default=d["demux_after"], choices=("auto", "final_norm", "last_layer"),
+    p.add_argument("--demux_after", default=d["demux_after"], choices=DEMUX_AFTER,
                    help="where the demultiplexer restores the instances: after the decoder's final norm (the head "
                    "reads them directly, as in the paper) or after the last layer (the final norm runs on them); "
                    "'auto': final_norm for decoders (RevMuxConfig.demux_after)")

@@ -13,6 +13,7 @@ work above K; the two multiply. ``quantize_multiplexer=False`` keeps the adapter
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 QUANTIZE = (None, "int8")
@@ -41,7 +42,6 @@ def prepare_for_serving(model: nn.Module, quantize: str | None = None, compile: 
             raise ValueError(f"quantize='int8' is dynamic int8 quantization, which runs on the CPU only, but the model "
                              f"is on {sorted(devices - {'cpu'})}. On a GPU serve in bfloat16 "
                              "(dtype=torch.bfloat16) instead, or move the model to the CPU.")
-        import torch
         from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
 
         linears = {name: default_dynamic_qconfig for name, module in model.named_modules()

@@ -115,6 +115,7 @@ def benchmark(config: BenchConfig) -> dict:
         if facts["max_length"] and max(config.lengths) > facts["max_length"]:
             raise ValueError(f"length {max(config.lengths)} exceeds the model's max_position_embeddings "
                              f"{facts['max_length']}.")
+
         def inputs_for(b: int, t: int) -> dict:
             return make_inputs(b, t, facts["vocab_size"], config.device, config.seed, config.ragged,
                                facts["pad_token_id"])
@@ -126,13 +127,11 @@ def benchmark(config: BenchConfig) -> dict:
             meta["breakdown_method"] = BREAKDOWN_METHOD
         if config.use_compile:  # every variant (the base too) through inductor; the warm-up rounds compile
             variants = [(name, n, torch.compile(model)) for name, n, model in variants]
-        stacked = _stacked_variants(base, config, k, inputs_for=lambda: inputs_for(config.batch_sizes[0],
-                                                                                  config.lengths[0]))
+        stacked = _stacked_variants(base, config, k, inputs_for(config.batch_sizes[0], config.lengths[0]))
         meta["precision_facts"] = stacked["facts"]
         variants += stacked["variants"]
         compose_of.update({name: n for name, n, _ in stacked["variants"]})
         del base
-
 
         records: list[dict] = []
         sizes = [(b, t) for b in config.batch_sizes for t in config.lengths]
@@ -167,11 +166,10 @@ def benchmark(config: BenchConfig) -> dict:
     return results
 
 
-def _stacked_variants(base, config: BenchConfig, k: int, inputs_for) -> dict:
+def _stacked_variants(base, config: BenchConfig, k: int, inputs: dict) -> dict:
     """The int8 and compiled stacks (``config.precisions`` beyond "plain"): the base and every N again, each on its
     own copy with the same adapter weights, quantized or compiled as ``revmux.precision.prepare_for_serving`` serves
-    them. A compiled variant is compiled here, by one forward on the first batch size and length (its time is the
-    compile time), and its graph breaks are counted with ``torch._dynamo.explain``.
+    them. A compiled variant is compiled here, by one forward on ``inputs`` (its time is the compile time), and its graph breaks are counted with ``torch._dynamo.explain``.
 
     Returns:
         {"variants": [(name, n, model), ...] named like "N=2+int8", "facts": {name: {compile_s, graph_breaks, ...}}}.
@@ -190,7 +188,6 @@ def _stacked_variants(base, config: BenchConfig, k: int, inputs_for) -> dict:
             else:
                 import torch._dynamo
 
-                inputs = inputs_for()
                 torch._dynamo.reset()
                 explained = torch._dynamo.explain(model)(**inputs)
                 compiled = torch.compile(model)

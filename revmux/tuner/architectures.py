@@ -32,8 +32,6 @@ Family = Literal["encoder", "decoder", "encoder-decoder"]
 # What the layer does for one adapter: run untouched, multiplex its input, take the first of each group of its
 # input (identical decoder inputs), or run on composites with shrunk arguments. ``demux`` marks the last layer.
 RoleKind = Literal["pass", "mux", "collapse", "carry"]
-# Where the demultiplexer restores the instances: after the last layer, or after the final norm that follows it.
-DemuxAfter = Literal["last_layer", "final_norm"]
 # Which positions a head reads, so the demultiplexer can run only there (see ``read_positions``).
 ReadMode = Literal["all", "first", "last_non_pad", "last_real"]
 

@@ -14,6 +14,7 @@ from .peft_type import register_peft_type
 from .mux import MULTIPLEXERS
 
 MUX_TYPES = tuple(MULTIPLEXERS)  # "revmux", "ora", "adapter"
+DEMUX_AFTER = ("auto", "final_norm", "last_layer")  # RevMuxConfig.demux_after
 
 
 @dataclass
@@ -148,7 +149,7 @@ class RevMuxConfig(PeftConfig):
             )
         if self.mux_type not in MUX_TYPES:
             raise ValueError(f"Unknown mux_type {self.mux_type!r}; choose one of {', '.join(MUX_TYPES)}.")
-        if self.demux_after not in ("auto", "final_norm", "last_layer"):
+        if self.demux_after not in DEMUX_AFTER:
             raise ValueError(f"demux_after must be 'auto', 'final_norm' or 'last_layer', got {self.demux_after!r}.")
         if self.demux_positions not in ("auto", "all"):
             raise ValueError(f"demux_positions must be 'auto' or 'all', got {self.demux_positions!r}.")

@@ -129,7 +129,7 @@ class RevMuxModel(BaseTuner):
                 f"{peft_config.base_model_name_or_path!r}).")
         peft_config.target_modules, peft_config.stack_sizes = list(plan.stacks), sizes
         peft_config.combine_first = sum(role.kind == "pass" for role in plan.roles.values())
-        peft_config.demux_after = "final_norm" if plan.final_norm else "last_layer"  # resolved, and saved so
+        peft_config.demux_after = "final_norm" if plan.final_norm else "last_layer"  # resolved here, saved
         self._plans[name] = plan
         # What the head reads depends on the model class, not on the PEFT task type (task_type may be None).
         is_classifier = type(model).__name__.endswith("ForSequenceClassification")

@@ -8,10 +8,10 @@ from revmux import assets
 from revmux.errors import RunError
 from revmux.train.cache import STORAGE_DTYPES
 from revmux.train.data import TASKS, get_task
-from revmux.tuner.config import MUX_TYPES
+from revmux.tuner.config import DEMUX_AFTER, MUX_TYPES
 
-HEADS = ("auto", "label_words", "classifier")
-CHAT_TEMPLATE = ("auto", "on", "off")  # label-word prompts in the tokenizer's chat template (RunConfig.chat_template)  # how a decoder classifies (RunConfig.head)
+HEADS = ("auto", "label_words", "classifier")  # how a decoder classifies (RunConfig.head)
+CHAT_TEMPLATE = ("auto", "on", "off")  # label-word prompts in the tokenizer's chat template (RunConfig.chat_template)
 CALIBRATION_EXAMPLES = 64  # unlabeled training prompts that calibrate a zero-shot decoder's label words
 
 
@@ -109,8 +109,8 @@ class RunConfig:
                 raise RunError(f"{name} must be a non-empty string, got {getattr(self, name)!r}.")
         if self.model_type not in MUX_TYPES:
             raise RunError(f"model_type must be one of {', '.join(MUX_TYPES)}, got {self.model_type!r}.")
-        if self.demux_after not in ("auto", "final_norm", "last_layer"):
-            raise RunError(f"demux_after must be auto, final_norm or last_layer, got {self.demux_after!r}.")
+        if self.demux_after not in DEMUX_AFTER:
+            raise RunError(f"demux_after must be one of {', '.join(DEMUX_AFTER)}, got {self.demux_after!r}.")
         if self.chat_template not in CHAT_TEMPLATE:
             raise RunError(f"chat_template must be one of {', '.join(CHAT_TEMPLATE)}, got {self.chat_template!r}.")
         if self.head not in HEADS:

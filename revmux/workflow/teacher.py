@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from revmux.errors import RunError
 from revmux.tables import check_label_words
 from revmux.tiny import CLI_ALIASES
 from revmux.train.data import Example, TaskSpec
-from revmux.errors import RunError
 from revmux.train.heads import ClassificationHead, LabelWordHead, head_for
 from revmux.train.trainer import RevMuxTrainer
 from revmux.workflow.config import CALIBRATION_EXAMPLES, RunConfig
