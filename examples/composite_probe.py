@@ -23,7 +23,7 @@ from revmux import assets
 from revmux.train.cache import CachedExamples, PrefixCache
 from revmux.train.data import get_task, load_task
 from revmux.train.heads import head_for
-from revmux.workflow.models import load_model, resolve_model_path
+from revmux.loading import load_model, resolve_model_path
 
 
 def probe(x: torch.Tensor, y: torch.Tensor, split: int) -> float:

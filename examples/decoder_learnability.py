@@ -28,7 +28,7 @@ from revmux.train.cache import CachedExamples, PrefixCache, feature_statistics
 from revmux.train.data import get_task, load_task
 from revmux.train.diagnostics import margins
 from revmux.train.heads import head_for
-from revmux.workflow.models import load_model, resolve_model_path
+from revmux.loading import load_model, resolve_model_path
 
 
 def main() -> None:

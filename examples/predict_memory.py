@@ -1,7 +1,7 @@
 """Peak memory of ``revmux predict`` against the number of rows: it streams, so the peak stays flat.
 
 For each ``--rows`` count, writes a CSV of that many random texts (streamed, 1 to 20 words each), then runs
-``python -m revmux.predict`` over it in a child process on a tiny model (hidden 32, 4 layers; RevMUX N=2, K=2) and
+``python -m revmux.serve.predict`` over it in a child process on a tiny model (hidden 32, 4 layers; RevMUX N=2, K=2) and
 reports the child's peak resident memory (``ru_maxrss``), the time and rows/s.
 
     OMP_NUM_THREADS=1 python examples/predict_memory.py --rows 10000 100000 1000000
@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 
-# `python -m revmux.predict ...`, then the process's own peak resident memory.
-MEASURED = ("import resource, sys; from revmux.predict import main; status = main(sys.argv[1:]); "
+# `python -m revmux.serve.predict ...`, then the process's own peak resident memory.
+MEASURED = ("import resource, sys; from revmux.serve.predict import main; status = main(sys.argv[1:]); "
             "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(status)")
 
 

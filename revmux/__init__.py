@@ -6,8 +6,10 @@
 Layout, each layer depending only on the ones above it:
     revmux.tuner   the method as a PEFT tuner (config, architectures, grouping, mux, layer, model)
     revmux.train   classification heads, losses, the Trainer, data
-    revmux.bench   side-by-side speed and memory measurement
-    application    workflow, cli, demo, assets, inference, tiny
+    revmux.loading model loading by name (aliases, family, model and tokenizer)
+    revmux.serve   serving a saved adapter: MuxClassifier, its metadata, file prediction, the HTTP server
+    revmux.bench   side-by-side speed and memory measurement (on loading)
+    application    workflow, cli, demo, sweep (on all of the above)
 """
 
 from __future__ import annotations

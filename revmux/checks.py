@@ -45,7 +45,7 @@ def check_model(name_or_path: str, num_labels: int, compose_size: int, combine_f
     """
     import revmux
     from revmux.tuner.architectures import plan_injection
-    from revmux.workflow import model_family
+    from revmux.loading import model_family
 
     try:
         family = model_family(name_or_path)
@@ -121,7 +121,7 @@ def check_head_size(name_or_path: str, num_labels: int, reinitialise: bool) -> N
         RunError: naming both counts and ``--ignore_mismatched_sizes`` (which re-initialises the head; the teacher is
             trained anyway), or, for a ``--teacher_dir``, saying that a trained teacher cannot change its labels.
     """
-    from revmux.workflow import is_classifier_checkpoint
+    from revmux.loading import is_classifier_checkpoint
 
     if name_or_path in CLI_ALIASES or not is_classifier_checkpoint(name_or_path):
         return
@@ -154,7 +154,7 @@ def check_eval(args: argparse.Namespace) -> None:
         raise RunError(f"{args.data_dir}: dev.tsv is missing or has no data rows; eval reports dev accuracy.")
     if args.model_name is None:
         return  # the teacher named in the adapter's revmux_serving.json
-    from revmux.workflow import model_family, resolve_model_path
+    from revmux.loading import model_family, resolve_model_path
 
     try:
         model_family(resolve_model_path(args.model_name))

@@ -1,4 +1,4 @@
-"""``revmux`` command line: train, sweep, eval, bench, demo, predict. Training keeps the paper's argument names
+"""``revmux`` command line: train, sweep, eval, bench, demo, predict, serve, bench-serve. Training keeps the paper's argument names
 verbatim.
 
 A user error (bad settings, model or data: ``RunError``, ``DataError``, or an argument argparse rejects) is one line
@@ -225,13 +225,37 @@ def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_predict_arguments(p: argparse.ArgumentParser) -> None:
-    from revmux.predict import add_arguments
+    from revmux.serve.predict import add_arguments
 
     add_arguments(p)
 
 
 def cmd_predict(args: argparse.Namespace):
-    from revmux.predict import run
+    from revmux.serve.predict import run
+
+    return run(args)
+
+
+def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    from revmux.serve.command import add_arguments
+
+    add_arguments(p)
+
+
+def cmd_serve(args: argparse.Namespace):
+    from revmux.serve.command import run
+
+    return run(args)
+
+
+def _add_bench_serve_arguments(p: argparse.ArgumentParser) -> None:
+    from revmux.serve.load import add_arguments
+
+    add_arguments(p)
+
+
+def cmd_bench_serve(args: argparse.Namespace) -> dict:
+    from revmux.serve.load import run
 
     return run(args)
 
@@ -351,7 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
             ("bench", _add_bench_arguments, cmd_bench,
              "side-by-side throughput and memory of the base model and RevMUX"),
             ("predict", _add_predict_arguments, cmd_predict,
-             "a saved adapter over a table of inputs: streamed, resumable, split between launched processes")):
+             "a saved adapter over a table of inputs: streamed, resumable, split between launched processes"),
+            ("serve", _add_serve_arguments, cmd_serve,
+             "an HTTP endpoint on Ray Serve that multiplexes the requests arriving together (revmux[serve])"),
+            ("bench-serve", _add_bench_serve_arguments, cmd_bench_serve,
+             "load-test the multiplexed server beside the un-multiplexed one: throughput, latency, batch sizes")):
         command = sub.add_parser(name, help=text, description=text, formatter_class=_HelpFormatter)
         add(command)
         command.set_defaults(func=func)

@@ -8,25 +8,35 @@ from pathlib import Path
 import torch
 
 import revmux
-from revmux.serving import ServingInfo
+from revmux.serve.serving import ServingInfo
 from revmux.tables import Columns, make_task, save_task
 from revmux.tiny import CLI_ALIASES, TINY_MODELS, WORDS, tiny_family
 
 
 def make_adapter(folder: Path, labels=("billing", "bug", "praise"), pair: bool = False, alias: str = "tiny-bert",
-                 max_length: int = 24, seed: int = 1) -> Path:
-    """A saved teacher and a RevMUX adapter (N=2, K=2) on it, with the metadata ``revmux train`` writes."""
-    from revmux.workflow import load_model
+                 max_length: int = 24, seed: int = 1, identity_above_k: bool = False) -> Path:
+    """A saved teacher and a RevMUX adapter (N=2, K=2) on it, with the metadata ``revmux train`` writes.
+
+    ``identity_above_k`` (tiny-llama): the teacher's layers after K add nothing to the residual stream and the adapter
+    demultiplexes after the last layer, so each instance's prediction is the same whatever shares its composite.
+    """
+    from revmux.loading import load_model
 
     family = tiny_family(alias)
     base, tokenizer = load_model(alias, family, len(labels))
+    if identity_above_k:
+        with torch.no_grad():
+            for layer in base.model.layers[2:]:  # h + attention(...) + mlp(...) with both outputs zero: h
+                layer.self_attn.o_proj.weight.zero_()
+                layer.mlp.down_proj.weight.zero_()
     teacher, adapter = folder / "teacher", folder / "adapter"
     base.save_pretrained(teacher)
     tokenizer.save_pretrained(teacher)
     task = make_task("tickets", labels, pair, label_words=["good", "bad", "fine", "dull", "funny"][:len(labels)]
                      if family != "encoder" else None)
     torch.manual_seed(seed)
-    config = revmux.RevMuxConfig(task_type=TINY_MODELS[CLI_ALIASES[alias]][1], compose_size=2, combine_first=2)
+    config = revmux.RevMuxConfig(task_type=TINY_MODELS[CLI_ALIASES[alias]][1], compose_size=2, combine_first=2,
+                                 **({"demux_after": "last_layer"} if identity_above_k else {}))
     muxed = revmux.get_revmux_model(base, config)
     with torch.no_grad():  # a trained-looking adapter: the muxed predictions differ from the teacher's
         for name, p in muxed.named_parameters():

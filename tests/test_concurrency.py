@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import make_batch, make_muxed
 
-from revmux.inference import MuxClassifier
+from revmux.serve.inference import MuxClassifier
 from revmux.tiny import tiny_model, tiny_tokenizer
 
 THREADS, CALLS = 4, 100

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import revmux
-from revmux.inference import MuxClassifier
+from revmux.serve.inference import MuxClassifier
 from revmux.tiny import tiny_model, tiny_tokenizer
 
 TEXTS = ["good movie", "the film was dull and boring and bad", "great", "this story is the worst",

@@ -10,6 +10,8 @@ import revmux
 PACKAGE = Path(revmux.__file__).parent
 # subpackage -> the revmux subpackages it may import
 ALLOWED = {"tuner": set(), "train": {"tuner"}}
+# subpackage -> the application layers above it, which it must not import (not even inside a function)
+FORBIDDEN = {"serve": {"workflow", "bench", "cli", "demo", "checks"}, "bench": {"workflow", "cli", "demo", "serve"}}
 
 
 def _revmux_imports(path: Path) -> set[str]:
@@ -32,10 +34,21 @@ def test_subpackages_depend_one_way():
             assert imported <= allowed, f"{path.relative_to(PACKAGE)} imports revmux.{sorted(imported - allowed)}"
 
 
+def test_serving_and_the_benchmark_sit_below_the_workflow():
+    for sub, forbidden in FORBIDDEN.items():
+        for path in (PACKAGE / sub).glob("*.py"):
+            imported = _revmux_imports(path) & forbidden
+            assert not imported, f"{path.relative_to(PACKAGE)} imports revmux.{sorted(imported)}"
+    assert not _revmux_imports(PACKAGE / "loading.py") & {"workflow", "bench", "serve"}
+
+
 def test_public_api():
     assert {"RevMuxConfig", "RevMuxModel", "get_revmux_model"} <= set(revmux.__all__)
     from peft import PeftType
-    from revmux.inference import MuxClassifier  # noqa: F401
+    from revmux.inference import MuxClassifier as old_path
+    from revmux.serve.inference import MuxClassifier
+
+    assert old_path is MuxClassifier  # the import path from before revmux.serve
 
     assert PeftType.REVMUX == "REVMUX"
 

@@ -79,7 +79,7 @@ def test_muxclassifier_and_revmux_eval_serve_in_int8(tmp_path):
     from test_serving import _train
 
     from revmux.cli import main
-    from revmux.inference import MuxClassifier
+    from revmux.serve.inference import MuxClassifier
     from revmux.train.data import load_task
 
     data, save = _train(tmp_path, "tiny-bert")

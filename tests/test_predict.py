@@ -1,4 +1,4 @@
-"""``revmux predict`` (``revmux.predict``): streamed, in input order, resumable, split between processes."""
+"""``revmux predict`` (``revmux.serve.predict``): streamed, in input order, resumable, split between processes."""
 
 import csv
 import io
@@ -13,8 +13,8 @@ import pytest
 from predict_helpers import make_adapter, sentences, write_table
 
 from revmux.errors import RunError
-from revmux.inference import MuxClassifier
-from revmux.predict import load_adapter, main, predict
+from revmux.serve.inference import MuxClassifier
+from revmux.serve.predict import load_adapter, main, predict
 from revmux.tables import Columns
 from revmux.train.data import DataError
 
@@ -160,7 +160,7 @@ def test_resume_after_a_kill(tmp_path, adapter, loaded, rows):
     run(loaded, source, tmp_path / "whole.jsonl")
     script = textwrap.dedent(f"""
         import os, signal
-        from revmux.predict import load_adapter, predict
+        from revmux.serve.predict import load_adapter, predict
         loaded = load_adapter({str(adapter)!r})
         def kill(index):
             if index == 1:
@@ -213,7 +213,7 @@ def _launch(command: list[str]) -> subprocess.CompletedProcess:
 
 def test_two_processes_give_the_one_process_output(tmp_path, adapter, rows):
     source = write_table(tmp_path / "in.csv", rows)
-    arguments = ["-m", "revmux.predict", "--adapter_dir", str(adapter), "--input", str(source), "--chunk_size",
+    arguments = ["-m", "revmux.serve.predict", "--adapter_dir", str(adapter), "--input", str(source), "--chunk_size",
                  str(CHUNK), "--batch_size", "8", "--id_column", "ticket", "--label_column", "label"]
     one = _launch([sys.executable, *arguments, "--output", str(tmp_path / "one.csv")])
     assert one.returncode == 0, one.stderr[-3000:]

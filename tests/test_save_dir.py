@@ -13,9 +13,9 @@ from test_cli import write_sentiment_tsvs
 import revmux
 from revmux import run_dir, workflow
 from revmux.cli import main
-from revmux.inference import MuxClassifier
+from revmux.serve.inference import MuxClassifier
 from revmux.run_dir import MixedRunError
-from revmux.serving import ServingInfo, ServingInfoError
+from revmux.serve.serving import ServingInfo, ServingInfoError
 from revmux.tiny import tiny_model, tiny_tokenizer
 from revmux.train import trainer as trainer_module
 

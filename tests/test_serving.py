@@ -14,8 +14,8 @@ from test_cli import write_sentiment_tsvs
 import revmux
 from revmux import workflow
 from revmux.cli import main
-from revmux.inference import MuxClassifier
-from revmux.serving import SERVING_FILE, ServingInfo, ServingInfoError
+from revmux.serve.inference import MuxClassifier
+from revmux.serve.serving import SERVING_FILE, ServingInfo, ServingInfoError
 from revmux.tiny import tiny_model, tiny_tokenizer
 from revmux.train.data import TASKS, load_task
 

@@ -222,7 +222,7 @@ def test_a_sweep_on_your_own_tables(tmp_path, monkeypatch):
                  "--save_dir", str(tmp_path / "sweep"), "--combine_first", "1", "--compose_size", "2",
                  "--batch_size", "16", "--n_epochs", "1", "--teacher_epochs", "1", "--pairings", "1",
                  "--no_speedup"]) == 0
-    from revmux.inference import MuxClassifier
+    from revmux.serve.inference import MuxClassifier
 
     adapter = tmp_path / "sweep" / "cells" / "revmux-K1-N2" / "adapter"
     predictions = MuxClassifier.from_pretrained(adapter, batch_size=4)(["a fine film", "a dull film"] * 2)

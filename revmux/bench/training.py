@@ -44,7 +44,7 @@ def run(model_name: str, combine_first: int, data_dir: str, compose_size: int = 
     from revmux.train.cache import CachedExamples, PrefixCache
     from revmux.train.data import get_task, load_task
     from revmux.train.heads import head_for
-    from revmux.workflow import load_model, model_family, resolve_model_path
+    from revmux.loading import load_model, model_family, resolve_model_path
 
     task = get_task("mr")
     path = resolve_model_path(model_name, cache_dir)

@@ -246,7 +246,7 @@ class RevMuxModel(BaseTuner):
             raise ValueError(
                 "generate() on a multiplexed decoder needs equal-length prompts without padding: instances of a group "
                 "share positions, and a right-padded prompt would continue from a pad token. Group prompts of equal "
-                "token length (e.g. revmux.inference sorts by length), or disable the adapter."
+                "token length (e.g. revmux.serve.inference sorts by length), or disable the adapter."
             )
         if spec.family == "encoder-decoder" and new_tokens > 1:
             raise ValueError(

@@ -107,7 +107,7 @@ def save_adapter(config: RunConfig, muxed, teacher, task, folder: Path, teacher_
     """The adapter weights (safetensors), the tokenizer and ``revmux_serving.json``: what ``MuxClassifier``,
     ``revmux eval`` and ``revmux predict`` load. ``adapter_config.json`` names ``teacher_path`` as the base model
     (what ``AutoPeftModel*`` loads); own data also saves its task (labels, words, instruction) and columns."""
-    from revmux.serving import ServingInfo, calibration_values
+    from revmux.serve.serving import ServingInfo, calibration_values
     from revmux.tables import Columns, save_task
 
     muxed.peft_config["default"].base_model_name_or_path = teacher_path

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from revmux import assets
 from revmux.errors import RunError
+from revmux.serve.serving import TRAINING_MAX_LENGTH
 from revmux.train.cache import STORAGE_DTYPES
 from revmux.train.data import TASKS, get_task
 from revmux.tuner.config import DEMUX_AFTER, MUX_TYPES
@@ -35,7 +36,7 @@ class RunConfig:
     # better one (with validation_fraction 0 it runs teacher_epochs in full)
     teacher_epochs: float = 10.0
     teacher_lr: float = 5e-5
-    max_length: int = 64
+    max_length: int = TRAINING_MAX_LENGTH
     info_nce_weight: float = 0.5
     orthogonality_weight: float = 1.0
     distill_weight: float = 0.0  # δ: KL to the teacher's class distribution (revmux.train.losses.distillation)

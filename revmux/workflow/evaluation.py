@@ -7,7 +7,7 @@ from revmux.train.data import Example, TaskSpec, get_task, load_task
 from revmux.train.heads import LabelWordHead, head_for
 from revmux.train.trainer import evaluate
 from revmux.workflow.config import CALIBRATION_EXAMPLES, RunConfig
-from revmux.workflow.models import load_model, model_family, resolve_model_path
+from revmux.loading import load_model, model_family, resolve_model_path
 
 
 def evaluate_run(config: RunConfig, muxed, head, task: TaskSpec, splits: dict) -> dict:
@@ -33,14 +33,14 @@ def evaluate_saved(args) -> dict:
 
     Raises:
         revmux.run_dir.MixedRunError: if the teacher and the adapter (or metrics.json) come from different runs.
-        revmux.serving.ServingInfoError: if the task's labels differ from the adapter's.
+        revmux.serve.serving.ServingInfoError: if the task's labels differ from the adapter's.
     """
     import warnings
 
     from peft import PeftModel
 
     from revmux.run_dir import check_same_run
-    from revmux.serving import ServingInfo, ServingInfoError
+    from revmux.serve.serving import ServingInfo, ServingInfoError
 
     task = get_task(args.task_name)
     info = ServingInfo.find(args.adapter_dir)

@@ -10,7 +10,7 @@ from pathlib import Path
 import transformers as tf
 
 from revmux import run_dir
-from revmux.serving import absolute_model_path
+from revmux.serve.serving import absolute_model_path
 from revmux.workflow.adapter import save_adapter, train_adapter
 from revmux.workflow.config import RunConfig
 from revmux.workflow.evaluation import evaluate_run
@@ -24,7 +24,7 @@ def run_training(config: RunConfig, report: bool = True) -> dict:
 
     They are built in a hidden folder inside save_dir and moved into place together at the end
     (``revmux.run_dir``), so an interrupted run leaves the previous run's artefacts as they were. The adapter folder
-    also gets ``revmux_serving.json`` (``revmux.serving``): task, labels, max_length, teacher, a decoder's calibration.
+    also gets ``revmux_serving.json`` (``revmux.serve.serving``): task, labels, max_length, teacher, a decoder's calibration.
     Its ``adapter_config.json`` names the teacher it was trained on as ``base_model_name_or_path``: ``save_dir/teacher``
     when this run trained (or, for a tiny alias, wrote) one, else the ``--teacher_dir`` or model given.
     """

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 import revmux
 from revmux import run_dir
 from revmux.errors import RunError
-from revmux.serving import absolute_model_path
+from revmux.serve.serving import absolute_model_path
 from revmux.train.cache import PrefixCache
 from revmux.train.trainer import evaluate
 from revmux.tuner.config import MUX_TYPES

@@ -21,7 +21,7 @@ from revmux.train.data import Example, TaskSpec
 from revmux.train.heads import ClassificationHead, LabelWordHead, head_for
 from revmux.train.trainer import RevMuxTrainer
 from revmux.workflow.config import CALIBRATION_EXAMPLES, RunConfig
-from revmux.workflow.models import Family, classifies_with_head, load_model, model_family, resolve_model_path
+from revmux.loading import Family, classifies_with_head, load_model, model_family, resolve_model_path
 from revmux.workflow.schedule import training_arguments
 
 

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from revmux.errors import RunError
 from revmux.tables import STDIN, Columns, example_of, iter_rows, table_format
@@ -210,12 +211,59 @@ def predict(model, tokenizer, task: TaskSpec, input_path: str | os.PathLike, out
             settings, or an input that does not start with the rows already predicted.
         DataError: for a missing or malformed input row (naming the file and line).
     """
-    from revmux.inference import MuxClassifier
+    from revmux.serve.inference import MuxClassifier
 
     started = time.perf_counter()
     columns = columns or Columns(label=None)
     state = state or process_state()
     processes, rank = state.num_processes, state.process_index
+    fmt = _check_arguments(model, task, input_path, output_path, columns, batch_size=batch_size, chunk_size=chunk_size,
+                           compare_teacher=compare_teacher, input_format=input_format, processes=processes)
+    output = Path(output_path)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    path = output if processes == 1 else part_path(output, rank, processes)
+    writer = _Writer(fmt if processes == 1 else "jsonl", task.label_names, compare_teacher)
+    settings = _settings(input_path, fmt, task, columns, chunk_size=chunk_size, batch_size=batch_size,
+                         max_length=max_length, compare_teacher=compare_teacher, processes=processes, more=settings)
+
+    saved = _previous_run(output, path, settings, processes, resume=resume, overwrite=overwrite)
+    target = _open_target(path, saved, writer, settings, state.is_main_process)
+    classifier = None if target.complete else MuxClassifier(model, tokenizer, task, batch_size=batch_size,
+                                                            max_length=max_length, calibration=calibration,
+                                                            chat_template=chat_template)
+    _predict_chunks(target, classifier, model, task, input_path, columns, writer, settings, state,
+                    input_format=input_format, chunk_size=chunk_size, compare_teacher=compare_teacher,
+                    progress=progress, on_chunk=on_chunk)
+    total, resumed = _gather(output, target, state, chunk_size, fmt, task, compare_teacher)
+
+    report = _report(str(output), total, resumed, time.perf_counter() - started, processes, compare_teacher)
+    if state.is_main_process and progress:
+        for line in report_lines(report, next(model.parameters()).device):
+            print(line)
+    return report
+
+
+@dataclass
+class _Target:
+    """The file this process writes (the output, or its part), open at the end of the rows already predicted."""
+
+    path: Path
+    file: BinaryIO
+    stats: _Stats  # counts so far (carried on from the progress file on resume)
+    start_chunk: int = 0  # the first chunk still to predict
+    resumed_rows: int = 0  # rows predicted before this invocation
+    complete: bool = False  # the interrupted run had already predicted every chunk
+    digest: str | None = None  # the digest of the input rows the progress file records (on resume)
+
+
+def _check_arguments(model, task: TaskSpec, input_path, output_path, columns: Columns, *, batch_size: int,
+                     chunk_size: int, compare_teacher: bool, input_format: str | None, processes: int) -> str:
+    """Check the arguments before anything is written; the output's format.
+
+    Raises:
+        RunError: for bad sizes, columns that do not fit the task, no teacher to compare, stdin split between
+            processes, the input as the output, or an unknown output or input format.
+    """
     for name, value in (("batch_size", batch_size), ("chunk_size", chunk_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise RunError(f"{name} must be a positive integer, got {value!r}.")
@@ -231,16 +279,26 @@ def predict(model, tokenizer, task: TaskSpec, input_path: str | os.PathLike, out
         raise RunError(f"--input and --output are the same file {input_path}; write the predictions elsewhere.")
     fmt = output_format(output_path)
     table_format(input_path, input_format)  # an unknown format fails before anything is written
-    output = Path(output_path)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    target = output if processes == 1 else part_path(output, rank, processes)
-    writer = _Writer(fmt if processes == 1 else "jsonl", task.label_names, compare_teacher)
-    settings = {"input": str(input_path) if str(input_path) == STDIN else str(Path(input_path).resolve()),
-                "output_format": fmt, "label_names": list(task.label_names), "columns": asdict(columns),
-                "chunk_size": chunk_size, "batch_size": batch_size, "max_length": max_length,
-                "compare_teacher": compare_teacher, "num_processes": processes, **(settings or {})}
+    return fmt
 
-    # ---- fresh start or resume -------------------------------------------------------------------------------------
+
+def _settings(input_path, fmt: str, task: TaskSpec, columns: Columns, *, chunk_size: int, batch_size: int,
+              max_length: int, compare_teacher: bool, processes: int, more: Mapping | None) -> dict:
+    """What a resumed run must share with the interrupted one (saved in the progress file), ``more`` included."""
+    return {"input": str(input_path) if str(input_path) == STDIN else str(Path(input_path).resolve()),
+            "output_format": fmt, "label_names": list(task.label_names), "columns": asdict(columns),
+            "chunk_size": chunk_size, "batch_size": batch_size, "max_length": max_length,
+            "compare_teacher": compare_teacher, "num_processes": processes, **(more or {})}
+
+
+def _previous_run(output: Path, target: Path, settings: dict, processes: int, *, resume: bool,
+                  overwrite: bool) -> dict | None:
+    """The interrupted run's progress record to go on from, or None to start afresh; removes stale part files.
+
+    Raises:
+        RunError: for files of a run with another number of processes, an output that exists, an interrupted run
+            without ``resume``, or a resume with other settings (none of them with ``overwrite``).
+    """
     stale = _stale_files(output, processes)
     if stale and not overwrite:
         raise RunError(f"{output}: files of an interrupted run with another number of processes are here "
@@ -264,50 +322,66 @@ def predict(model, tokenizer, task: TaskSpec, input_path: str | os.PathLike, out
             listed = "; ".join(f"{k}: {old!r} then, {new!r} now" for k, (old, new) in changed.items())
             raise RunError(f"{output}: the interrupted run used other settings ({listed}); resume with the same "
                            f"settings, or pass --overwrite to start over.")
+    return saved
 
+
+def _open_target(path: Path, saved: dict | None, writer: _Writer, settings: dict, main_process: bool) -> _Target:
+    """Open ``path``: on resume cut back to the bytes ``saved`` records, else write the header and a first record.
+
+    Raises:
+        RunError: if the file the progress file records is gone or shorter than recorded.
+    """
     stats = _Stats(**saved["stats"]) if saved else _Stats()
-    start_chunk = saved["next_chunk"] if saved else 0
-    resumed_rows = stats.rows
-    complete = bool(saved and saved.get("complete"))
-    if saved:
-        if not target.is_file():
-            raise RunError(f"{target} is gone but {progress_path(target).name} records {stats.rows} rows predicted "
-                           f"into it; pass --overwrite to start over.")
-        f = open(target, "r+b")
-        size = f.seek(0, os.SEEK_END)
-        if size < saved["bytes"]:
-            f.close()
-            raise RunError(f"{target} is shorter ({size} bytes) than its progress file records ({saved['bytes']}); it "
-                           f"was changed after the interruption. Pass --overwrite to start over.")
-        f.truncate(saved["bytes"])  # a chunk written after the last progress record is dropped, then redone
-        f.seek(saved["bytes"])
-        if state.is_main_process and not complete:
-            print(f"[revmux] --resume: {stats.rows} rows already predicted; going on from chunk {start_chunk}")
-    else:
-        f = open(target, "wb")
+    if not saved:
+        f = open(path, "wb")
         position = _durable_write(f, writer.header())
-        _save_progress(progress_path(target), {"version": PROGRESS_VERSION, "settings": settings, "next_chunk": 0,
-                                               "bytes": position, "digest": hashlib.blake2b().hexdigest(),
-                                               "stats": asdict(stats), "complete": False})
+        _save_progress(progress_path(path), {"version": PROGRESS_VERSION, "settings": settings, "next_chunk": 0,
+                                             "bytes": position, "digest": hashlib.blake2b().hexdigest(),
+                                             "stats": asdict(stats), "complete": False})
+        return _Target(path, f, stats)
+    if not path.is_file():
+        raise RunError(f"{path} is gone but {progress_path(path).name} records {stats.rows} rows predicted "
+                       f"into it; pass --overwrite to start over.")
+    f = open(path, "r+b")
+    size = f.seek(0, os.SEEK_END)
+    if size < saved["bytes"]:
+        f.close()
+        raise RunError(f"{path} is shorter ({size} bytes) than its progress file records ({saved['bytes']}); it "
+                       f"was changed after the interruption. Pass --overwrite to start over.")
+    f.truncate(saved["bytes"])  # a chunk written after the last progress record is dropped, then redone
+    f.seek(saved["bytes"])
+    complete = bool(saved.get("complete"))
+    if main_process and not complete:
+        print(f"[revmux] --resume: {stats.rows} rows already predicted; going on from chunk {saved['next_chunk']}")
+    return _Target(path, f, stats, start_chunk=saved["next_chunk"], resumed_rows=stats.rows, complete=complete,
+                   digest=saved["digest"])
 
-    # ---- the chunks ------------------------------------------------------------------------------------------------
-    classifier = None if complete else MuxClassifier(model, tokenizer, task, batch_size=batch_size,
-                                                     max_length=max_length, calibration=calibration,
-                                                     chat_template=chat_template)
+
+def _predict_chunks(target: _Target, classifier, model, task: TaskSpec, input_path, columns: Columns,
+                    writer: _Writer, settings: dict, state, *, input_format: str | None, chunk_size: int,
+                    compare_teacher: bool, progress: bool, on_chunk: Callable[[int], None] | None) -> None:
+    """Predict this process's chunks from ``target.start_chunk`` on, each durably written then recorded; then mark
+    the progress file complete and close the target.
+
+    Raises:
+        RunError: if the input does not start with the rows the interrupted run predicted.
+    """
     from tqdm.auto import tqdm
 
+    processes, rank = state.num_processes, state.process_index
+    stats, complete, start_chunk = target.stats, target.complete, target.start_chunk
     bar = tqdm(unit=" rows", desc="predict" if processes == 1 else f"predict (process {rank} of {processes})",
                initial=stats.rows, disable=complete or not progress or not state.is_main_process, dynamic_ncols=True)
     digest, chunks_read = hashlib.blake2b(), 0
     try:
-        with f:
+        with target.file as f:
             for index, chunk in ([] if complete else enumerate(_chunks(_rows(input_path, columns, task, input_format),
                                                                        chunk_size))):
                 chunks_read = index + 1
                 for identifier, example, label in chunk:
                     _row_digest(digest, identifier, example, label)
                 if index < start_chunk:  # predicted before the interruption: only check it is the same input
-                    if index == start_chunk - 1 and digest.hexdigest() != saved["digest"]:
+                    if index == start_chunk - 1 and digest.hexdigest() != target.digest:
                         raise RunError(f"{input_path}: its first {chunks_read * chunk_size} rows are not the ones the "
                                        f"interrupted run predicted; resume with the same input, or pass --overwrite "
                                        f"to start over.")
@@ -317,7 +391,7 @@ def predict(model, tokenizer, task: TaskSpec, input_path: str | os.PathLike, out
                 records, chunk_stats = _predict_chunk(classifier, model, task, chunk, compare_teacher)
                 position = _durable_write(f, writer.rows(records))  # first the rows, then the record of them
                 stats.add(chunk_stats)
-                _save_progress(progress_path(target), {
+                _save_progress(progress_path(target.path), {
                     "version": PROGRESS_VERSION, "settings": settings, "next_chunk": index + 1, "bytes": position,
                     "digest": digest.hexdigest(), "stats": asdict(stats), "complete": False})
                 bar.update(len(chunk))
@@ -326,28 +400,26 @@ def predict(model, tokenizer, task: TaskSpec, input_path: str | os.PathLike, out
             if not complete and chunks_read < start_chunk:
                 raise RunError(f"{input_path} has fewer rows than the interrupted run already predicted; resume with "
                                f"the same input, or pass --overwrite to start over.")
-            final = _load_progress(progress_path(target))
-            _save_progress(progress_path(target), {**final, "complete": True, "resumed_rows": resumed_rows})
+            final = _load_progress(progress_path(target.path))
+            _save_progress(progress_path(target.path), {**final, "complete": True, "resumed_rows": target.resumed_rows})
     finally:
         bar.close()
 
-    # ---- merge, report ---------------------------------------------------------------------------------------------
-    total, resumed_total = stats, resumed_rows
-    if processes > 1:
-        state.wait_for_everyone()
-        if state.is_main_process:
-            total, resumed_total = _merge(output, processes, chunk_size, _Writer(fmt, task.label_names,
-                                                                                 compare_teacher))
-        state.wait_for_everyone()
-    else:
+
+def _gather(output: Path, target: _Target, state, chunk_size: int, fmt: str, task: TaskSpec,
+            compare_teacher: bool) -> tuple[_Stats, int]:
+    """The counts of all processes and the rows they held before this invocation: with several processes the main
+    one merges the parts into ``output`` (the others wait); in one, the finished progress file is removed."""
+    if state.num_processes == 1:
         progress_path(output).unlink()
-    seconds = time.perf_counter() - started
-    report = _report(str(output), total, resumed_total, seconds, processes, compare_teacher)
-    if state.is_main_process and progress:
-        device = next(model.parameters()).device
-        for line in report_lines(report, device):
-            print(line)
-    return report
+        return target.stats, target.resumed_rows
+    total, resumed = target.stats, target.resumed_rows
+    state.wait_for_everyone()
+    if state.is_main_process:
+        total, resumed = _merge(output, state.num_processes, chunk_size, _Writer(fmt, task.label_names,
+                                                                                 compare_teacher))
+    state.wait_for_everyone()
+    return total, resumed
 
 
 def _rows(input_path, columns: Columns, task: TaskSpec,
@@ -512,10 +584,10 @@ def load_adapter(adapter_dir: str | os.PathLike, model_name: str | None = None, 
 
     import revmux  # noqa: F401  (registers the REVMUX peft type)
     from revmux.run_dir import check_same_run
-    from revmux.serving import ServingInfo
+    from revmux.serve.serving import TRAINING_MAX_LENGTH, ServingInfo
     from revmux.tables import check_label_words, load_saved_task
     from revmux.train.data import get_task
-    from revmux.workflow import RunConfig, load_model, model_family, resolve_model_path
+    from revmux.loading import load_model, model_family, resolve_model_path
 
     if not (Path(adapter_dir) / "adapter_config.json").is_file():
         raise RunError(f"--adapter_dir {adapter_dir}: no adapter here (no adapter_config.json). Pass the folder "
@@ -529,7 +601,7 @@ def load_adapter(adapter_dir: str | os.PathLike, model_name: str | None = None, 
         task, columns = get_task(info.task), Columns(label=None)
     else:
         raise RunError(f"{adapter_dir}: neither revmux_serving.json nor revmux_task.json, so its task is unknown. "
-                       f"Use an adapter `revmux train` saved, or call revmux.predict.predict(model, tokenizer, task, "
+                       f"Use an adapter `revmux train` saved, or call revmux.serve.predict.predict(model, tokenizer, task, "
                        f"...) with the task yourself.")
     if info is not None and tuple(info.label_names) != task.label_names:
         raise RunError(f"{adapter_dir}: revmux_serving.json has labels {list(info.label_names)} but the task "
@@ -547,7 +619,7 @@ def load_adapter(adapter_dir: str | os.PathLike, model_name: str | None = None, 
     if device is not None:
         model.to(device)
     if max_length is None:
-        max_length = info.max_length if info is not None else RunConfig.__dataclass_fields__["max_length"].default
+        max_length = info.max_length if info is not None else TRAINING_MAX_LENGTH
     return LoadedAdapter(model, tokenizer, task, columns, max_length,
                          info.calibration if info is not None else None, info is not None and info.chat_template,
                          {"adapter_dir": str(Path(adapter_dir).resolve()), "model_name": model_name})
@@ -625,7 +697,7 @@ def run(args: argparse.Namespace) -> PredictReport:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m revmux.predict ...``; returns the exit status (2 for a user error, one line on stderr)."""
+    """``python -m revmux.serve.predict ...``; returns the exit status (2 for a user error, one line on stderr)."""
     parser = argparse.ArgumentParser(prog="revmux predict", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)

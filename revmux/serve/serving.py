@@ -34,6 +34,7 @@ from revmux.train.data import TaskSpec, get_task
 SERVING_FILE = "revmux_serving.json"
 FORMAT_VERSION = 1
 FAMILIES = ("encoder", "decoder", "encoder-decoder")
+TRAINING_MAX_LENGTH = 64  # revmux train's default --max_length: an adapter saved without serving metadata
 
 
 class ServingInfoError(RunError):
@@ -129,7 +130,7 @@ class ServingInfo:
                 f"{adapter_dir}: no {SERVING_FILE}: this adapter was not saved by `revmux train`, so its task, "
                 "max_length, teacher (and a decoder's calibration) are unknown. Load it with PeftModel.from_pretrained("
                 "teacher, adapter_dir) and pass them to MuxClassifier(model, tokenizer, task, max_length=..., "
-                "calibration=...), or write them once with revmux.serving.ServingInfo(...).save(adapter_dir).")
+                "calibration=...), or write them once with revmux.serve.serving.ServingInfo(...).save(adapter_dir).")
         return info
 
     # ---- use ----------------------------------------------------------------------------------------------------

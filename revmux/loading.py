@@ -1,4 +1,4 @@
-"""Step 2, load: which model a name means, its family (encoder, decoder, encoder-decoder), how it classifies, and
+"""Model loading, below the workflow, the benchmark and serving: which model a name means, its family (encoder, decoder, encoder-decoder), how it classifies, and
 the model and tokenizer themselves (transformers' load report summarised in one line)."""
 
 from __future__ import annotations
