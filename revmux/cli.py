@@ -255,9 +255,26 @@ def _add_bench_serve_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_bench_serve(args: argparse.Namespace) -> dict:
+    """The load test (``revmux.serve.load``), then the offline speed-up ``revmux bench`` measures for the same
+    teacher, K and N (never overlapping the load), beside the served throughput ratio."""
     from revmux.serve.load import run
 
-    return run(args)
+    report = run(args)
+    if args.offline_repeats > 0:
+        from revmux.serve.serving import ServingInfo
+
+        info = ServingInfo.load(args.adapter_dir)
+        adapter = json.loads((Path(args.adapter_dir) / "adapter_config.json").read_text())
+        offline = measure_speedup(info.teacher_location(args.adapter_dir), adapter["combine_first"],
+                                  adapter["compose_size"], 64, 64, args.offline_repeats)
+        report["offline"] = offline
+        ratio = report["summary"]["throughput_ratio"]
+        if offline is not None and ratio is not None:
+            report["summary"]["served_over_offline"] = ratio / offline["speedup"]
+            print(f"[revmux] offline speed-up (revmux bench, 64 x 64, {args.offline_repeats} rounds): "
+                  f"{offline['speedup']:.3f}x; served / offline: {ratio / offline['speedup']:.3f}")
+        (Path(args.output_dir) / "serve_load.json").write_text(json.dumps(report, indent=2))
+    return report
 
 
 def _add_bench_arguments(p: argparse.ArgumentParser) -> None:

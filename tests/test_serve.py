@@ -83,7 +83,7 @@ def classifier(tmp_path_factory):
 @pytest.mark.parametrize("size", [1, 2, 5, 8])
 def test_a_batch_is_answered_in_arrival_order_as_the_classifier_groups_it(classifier, size):
     examples = [Example(t) for t in sentences(size, seed=size)]
-    served = BatchPredictor(classifier)(examples)
+    served = BatchPredictor(classifier, remainder="composite")(examples)
     # the same grouping by hand: longest first, N consecutive per composite, a partial last group completed
     order = classifier.order_by_length(examples)
     expected = dict(zip(order, classifier.predict_batch([examples[i] for i in order])))
@@ -130,7 +130,7 @@ def test_info_names_task_labels_n_and_k(classifier):
 
 def test_server_options_refuse_what_cannot_work():
     assert ServerOptions(compose_size=4).max_batch_size == 32
-    assert ServerOptions(compose_size=2, max_batch_size=6).max_ongoing_requests == 12
+    assert ServerOptions(compose_size=2, max_batch_size=6).max_ongoing_requests == 48
     with pytest.raises(ValueError, match="not a multiple of the adapter's N = 4"):
         ServerOptions(compose_size=4, max_batch_size=10)
     with pytest.raises(ValueError, match="never hold a full batch"):

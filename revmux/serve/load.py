@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -46,6 +47,7 @@ class LevelResult:
     p99_ms: float | None = None
     batch_sizes: dict = field(default_factory=dict)  # requests per forward the server ran -> count
     mean_batch: float | None = None
+    forward_ms: float | None = None  # the server's mean time per forward (batch) at this level
     cpu_percent: float | None = None  # the whole machine's, load generator included
 
 
@@ -129,26 +131,30 @@ async def open_loop(url: str, bodies: list[bytes], rate: float, max_requests: in
 
 
 def summarize(server: str, mode: str, level: float, results: list[tuple[object, float]], seconds: float,
-              batches_before: dict, batches_after: dict, cpu: float | None) -> LevelResult:
+              before: dict, after: dict, cpu: float | None) -> LevelResult:
+    """One level's numbers from the client's ``(status, latency)`` list and the server's ``/stats`` around it."""
     latencies = [1000 * latency for status, latency in results if status == 200]
     errors: dict = {}
     for status, _ in results:
         if status != 200:
             errors[str(status)] = errors.get(str(status), 0) + 1
-    batches = {int(k): v - batches_before.get(k, 0) for k, v in batches_after.items()
-               if v - batches_before.get(k, 0) > 0}
+    batches = {int(k): v - before["batch_sizes"].get(k, 0) for k, v in after["batch_sizes"].items()
+               if v - before["batch_sizes"].get(k, 0) > 0}
     forwards = sum(batches.values())
+    forward_ms = 1000 * (after["forward_seconds"] - before["forward_seconds"]) / forwards if forwards else None
     return LevelResult(server, mode, level, len(results), len(latencies), errors, seconds,
                        len(latencies) / seconds if seconds > 0 else 0.0, percentile(latencies, 50),
                        percentile(latencies, 95), percentile(latencies, 99), dict(sorted(batches.items())),
-                       sum(k * v for k, v in batches.items()) / forwards if forwards else None, cpu)
+                       sum(k * v for k, v in batches.items()) / forwards if forwards else None, forward_ms, cpu)
 
 
 def _stats(base_url: str) -> dict:
     import urllib.request
 
     with urllib.request.urlopen(f"{base_url}/stats", timeout=30) as response:
-        return {str(k): v for k, v in json.loads(response.read())["batch_sizes"].items()}
+        stats = json.loads(response.read())
+    return {"batch_sizes": {str(k): v for k, v in stats["batch_sizes"].items()},
+            "forward_seconds": stats["forward_seconds"]}
 
 
 def run_level(base_url: str, server: str, mode: str, level: float, bodies: list[bytes], max_requests: int,
@@ -165,8 +171,9 @@ def run_level(base_url: str, server: str, mode: str, level: float, bodies: list[
     return summarize(server, mode, level, results, seconds, before, _stats(base_url), cpu)
 
 
-def load_texts(task_name: str, data_dir: str | None, limit: int = 2000) -> list[str]:
-    """Request texts: the task's dev split (MR: revmux's offline copy), shuffled with a fixed seed."""
+def load_texts(task_name: str, data_dir: str | None, limit: int = 2000, min_words: int = 0) -> list[str]:
+    """Request texts: the task's dev split (MR: revmux's offline copy), shuffled with a fixed seed; with
+    ``min_words``, consecutive texts joined until each has that many words (review-length requests)."""
     from revmux.train.data import load_task
 
     if data_dir is None:
@@ -181,6 +188,16 @@ def load_texts(task_name: str, data_dir: str | None, limit: int = 2000) -> list[
         raise RunError(f"revmux bench-serve sends single texts; {task_name!r} is a pair task.")
     texts = [e.text for e in examples]
     random.Random(0).shuffle(texts)
+    if min_words > 0:
+        joined, current = [], []
+        for text in texts * (1 + min_words):  # enough sentences for `limit` joined texts
+            current.append(text)
+            if sum(len(t.split()) for t in current) >= min_words:
+                joined.append(" ".join(current))
+                current = []
+            if len(joined) == limit:
+                break
+        texts = joined
     return texts[:limit]
 
 
@@ -196,6 +213,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=30.0, help="seconds per level at most")
     p.add_argument("--warmup", type=int, default=200, help="requests per server before the first level")
     p.add_argument("--data_dir", default=None, help="the task's GLUE-format folder (default: MR's offline copy)")
+    p.add_argument("--min_words", type=int, default=0,
+                   help="join consecutive texts until each request has this many words (0: one sentence each; 60 "
+                        "fills MiniLM's 64 tokens, the length revmux bench times)")
     p.add_argument("--port", type=int, default=8011, help="HTTP port on 127.0.0.1")
     p.add_argument("--output_dir", default="runs/bench_serve", help="serve_load.json and serve_load.png go here")
     p.add_argument("--offline_repeats", type=int, default=9,
@@ -206,6 +226,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Deploy both servers, run every level on each in turn, write JSON and the plot, print the table."""
+    from revmux.serve.batching import ModelSource
     from revmux.serve.command import import_app, source_and_options
     from revmux.serve.serving import ServingInfo
 
@@ -216,11 +237,10 @@ def run(args: argparse.Namespace) -> dict:
         raise RunError("no load levels: pass --clients and/or --rates.")
     info = ServingInfo.load(args.adapter_dir)
     mux_source, mux_options = source_and_options(args, adapter_dir=args.adapter_dir)
-    base_source, _ = source_and_options(args, model_name=info.teacher_location(args.adapter_dir))
-    base_source = type(base_source)(model_name=base_source.model_name, task_name=info.task,
-                                    max_length=info.max_length)
+    base_source = ModelSource(model_name=info.teacher_location(args.adapter_dir), task_name=info.task,
+                              max_length=info.max_length)  # the adapter's own teacher, as it was trained
     base_options = replace(mux_options, compose_size=1)  # the same max_batch_size, waits and caps
-    texts = load_texts(info.task, args.data_dir)
+    texts = load_texts(info.task, args.data_dir, min_words=args.min_words)
     bodies = [json.dumps({"text": t}).encode() for t in texts]
     app = import_app()
     app.start({"/mux": app.build_app(mux_source, mux_options, "mux"),
@@ -240,6 +260,7 @@ def run(args: argparse.Namespace) -> dict:
         app.stop()
     report = {"adapter_dir": str(args.adapter_dir), "teacher": info.teacher, "task": info.task,
               "compose_size": mux_options.compose_size, "options": asdict(mux_options), "texts": len(texts),
+              "mean_words": sum(len(t.split()) for t in texts) / len(texts), "command": " ".join(sys.argv),
               "levels": [asdict(r) for r in results], "summary": summary(results)}
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -276,9 +297,10 @@ def _line(r: LevelResult) -> str:
     unit = "clients" if r.mode == "clients" else "req/s offered"
     errors = f", errors {r.errors}" if r.errors else ""
     mean = "-" if r.mean_batch is None else f"{r.mean_batch:.1f}"
+    forward = "-" if r.forward_ms is None else f"{r.forward_ms:.1f}"
     p50, p95, p99 = (f"{v:.1f}" if v is not None else "-" for v in (r.p50_ms, r.p95_ms, r.p99_ms))
     return (f"{r.server:>4} {r.level:g} {unit}: {r.throughput:7.1f} req/s, p50/p95/p99 {p50}/{p95}/{p99} ms, "
-            f"mean batch {mean}, cpu {r.cpu_percent or 0:.0f}%{errors}")
+            f"mean batch {mean} ({forward} ms per forward), cpu {r.cpu_percent or 0:.0f}%{errors}")
 
 
 def plot(results: list[LevelResult], path: Path) -> None:

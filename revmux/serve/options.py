@@ -8,6 +8,7 @@ from revmux.serve.batching import REMAINDER
 from revmux.serve.protocol import Limits
 
 BATCHES_PER_N = 8  # default max_batch_size: 8 composites
+ONGOING_PER_BATCH = 8  # default max_ongoing_requests: 8 batches
 
 
 @dataclass(frozen=True)
@@ -25,11 +26,13 @@ class ServerOptions:
     num_replicas: int = 1
     num_cpus: float = 1.0  # Ray CPUs reserved per replica
     threads: int | None = None  # torch threads per replica; default: num_cpus, at least 1
-    max_ongoing_requests: int | None = None  # per replica; default 2 * max_batch_size (one batch runs, one fills)
+    # per replica; default 8 * max_batch_size: requests beyond it wait in Ray's router, which retries with back-off
+    # (MiniLM, 128 clients at 2 * max_batch_size: 10 requests/s, p50 12 s; docs/serving.md)
+    max_ongoing_requests: int | None = None
     max_queued_requests: int = 256  # per proxy, beyond the replicas' caps; then a fast 503 with Retry-After
     retry_after_s: int = 1
     graceful_shutdown_timeout_s: float = 20.0  # in-flight requests drain this long on shutdown
-    remainder: str = "composite"  # how a batch's last r < N requests are served (revmux.serve.batching)
+    remainder: str = "frozen"  # how a batch's last r < N requests are served (revmux.serve.batching)
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self):
@@ -38,7 +41,7 @@ class ServerOptions:
         if self.threads is None:
             object.__setattr__(self, "threads", max(1, int(self.num_cpus)))
         if self.max_ongoing_requests is None:
-            object.__setattr__(self, "max_ongoing_requests", 2 * self.max_batch_size)
+            object.__setattr__(self, "max_ongoing_requests", ONGOING_PER_BATCH * self.max_batch_size)
         for name in ("compose_size", "max_batch_size", "num_replicas", "threads", "max_ongoing_requests",
                      "max_queued_requests", "retry_after_s"):
             value = getattr(self, name)
@@ -56,6 +59,6 @@ class ServerOptions:
         if self.max_ongoing_requests < self.max_batch_size:
             raise ValueError(f"max_ongoing_requests {self.max_ongoing_requests} is below max_batch_size "
                              f"{self.max_batch_size}: a replica would never hold a full batch. Raise it to at least "
-                             f"{self.max_batch_size} (default 2 * max_batch_size).")
+                             f"{self.max_batch_size} (default {ONGOING_PER_BATCH} * max_batch_size).")
         if self.remainder not in REMAINDER:
             raise ValueError(f"remainder must be one of {', '.join(REMAINDER)}, got {self.remainder!r}.")
