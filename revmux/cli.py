@@ -202,6 +202,29 @@ def _add_sweep_arguments(p: argparse.ArgumentParser) -> None:
                    help="random pairings the recommended cell is evaluated over (the cells use --pairings)")
     p.add_argument("--bench_length", type=int, default=None,
                    help="tokens per instance in the speed-up measurement (default: --max_length)")
+    p.add_argument("--quantize", type=_precision_list, default=[None],
+                   help="serving precisions of every cell, comma-separated: none (float32, as trained), int8 "
+                        "(dynamic int8, CPU); e.g. none,int8 (default: none)")
+    p.add_argument("--references", type=_reference_list, default=None,
+                   help="the base model served another way, drawn beside the teacher and eligible for the "
+                        "recommendation: int8, compiled (default: int8 when --quantize has int8, else none)")
+
+
+def _precision_list(value: str) -> list:
+    values = [v.strip().lower() for v in value.split(",") if v.strip()]
+    if not values or any(v not in ("none", "int8") for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated precisions among none, int8, got {value!r}")
+    return [None if v == "none" else v for v in values]
+
+
+def _reference_list(value: str) -> list:
+    values = [v.strip().lower() for v in value.split(",") if v.strip()]
+    if values == ["none"]:
+        return []
+    if any(v not in ("int8", "compiled") for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated references among int8, compiled (or none), got "
+                                         f"{value!r}")
+    return values
 
 
 def _add_eval_arguments(p: argparse.ArgumentParser) -> None:
@@ -332,7 +355,9 @@ def cmd_sweep(args: argparse.Namespace) -> dict:
                         model_types=grid["model_type"], max_drop=args.max_drop,
                         recommend_pairings=args.recommend_pairings, speedup=args.speedup,
                         bench_batch=args.bench_batch, bench_length=args.bench_length,
-                        bench_repeats=args.bench_repeats)
+                        bench_repeats=args.bench_repeats, quantize=args.quantize,
+                        references=(["int8"] if "int8" in args.quantize else []) if args.references is None
+                        else args.references)
     for k in sweep.combine_first:  # every cell's model, data and K checked before any training
         for n in sweep.compose_size:
             check_run(replace(config, combine_first=k, compose_size=n))

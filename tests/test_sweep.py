@@ -84,6 +84,59 @@ def test_a_sweep_writes_every_cell_from_one_teacher_and_one_caching_pass(tmp_pat
     assert result["cells"][0]["speedup"] == json.loads((save / "bench" / "K1.json").read_text())["2"]["speedup"]
 
 
+def test_int8_is_an_axis_and_the_base_models_alternatives_are_points_on_the_frontier(tmp_path, monkeypatch):
+    monkeypatch.setenv("REVMUX_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    write_sentiment_tsvs(data, sizes=(128, 32, 32))
+    args = ["sweep", "--task_name", "sst-2", "--model_name", "tiny-bert", "--data_dir", str(data), "--batch_size",
+            "16", "--n_epochs", "1", "--teacher_epochs", "1", "--pairings", "2", "--recommend_pairings", "2",
+            "--bench_batch", "4", "--bench_repeats", "1", "--combine_first", "2", "--compose_size", "2",
+            "--max_drop", "100"]
+    assert main([*args, "--save_dir", str(tmp_path / "sweep"), "--quantize", "none,int8"]) == 0
+    save = tmp_path / "sweep"
+    result = json.loads((save / "sweep.json").read_text())
+    points = {(r["model_type"], r["precision"]): r for r in result["cells"]}
+    assert set(points) == {("revmux", "float32"), ("revmux", "int8"), ("base", "int8")}
+    timed = json.loads((save / "bench" / "K2.json").read_text())
+    assert timed["precisions"] == ["plain", "int8"]
+    assert points[("revmux", "float32")]["speedup"] == timed["2"]["speedup"]
+    assert points[("revmux", "int8")]["speedup"] == timed["N=2+int8"]["speedup"]
+    assert points[("base", "int8")]["speedup"] == timed["base+int8"]["speedup"]
+    for row in points.values():
+        assert all(0 <= row[split] <= 1 for split in ("validation", "dev", "heldout"))
+    assert json.loads((save / "teacher_int8.json").read_text())["dev"] == points[("base", "int8")]["dev"]
+    assert (save / "cells" / "revmux-K2-N2" / "int8.json").is_file()
+    # with every point allowed, the recommendation is the fastest of everything, references included
+    faster = [r for r in result["cells"] if r["speedup"] > 1]  # (on a tiny model int8 may be slower than float32)
+    chosen = result["recommendation"]
+    assert (chosen is None) == (not faster)
+    if faster:
+        fastest = max(faster, key=lambda r: (r["speedup"], r["validation"]))
+        assert (chosen["model_type"], chosen["precision"]) == (fastest["model_type"], fastest["precision"])
+    with open(save / "sweep.csv") as f:
+        assert [(r["model_type"], r["precision"]) for r in csv.DictReader(f)] == [
+            ("teacher", "float32"), ("revmux", "float32"), ("revmux", "int8"), ("base", "int8")]
+    # int8 only, with the compiled base as a reference; a second sweep reuses nothing of the first
+    assert main([*args, "--save_dir", str(tmp_path / "only"), "--quantize", "int8", "--references", "none"]) == 0
+    only = json.loads((tmp_path / "only" / "sweep.json").read_text())["cells"]
+    assert [(r["model_type"], r["precision"]) for r in only] == [("revmux", "int8")]
+
+
+def test_bad_precisions_are_named(tmp_path, capsys):
+    data = write_sentiment_tsvs(tmp_path / "data")
+    base = ["sweep", "--task_name", "sst-2", "--model_name", "tiny-bert", "--data_dir", str(data), "--save_dir",
+            str(tmp_path / "s"), "--combine_first", "1", "--compose_size", "2"]
+    with pytest.raises(SystemExit):
+        main([*base, "--quantize", "fp4"])
+    assert "precisions among none, int8" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "--references", "bf16"])
+    assert "references among int8, compiled" in capsys.readouterr().err
+    config = revmux.workflow.RunConfig(task_name="sst-2", model_name="tiny-bert", data_dir="x", save_dir="y")
+    with pytest.raises(RunError, match="--quantize must list distinct"):
+        SweepConfig(run=config, combine_first=[1], compose_size=[2], quantize=["int8", "int8"])
+
+
 def test_a_killed_sweep_continues_with_its_missing_cells(tmp_path, monkeypatch, counted):
     monkeypatch.setenv("REVMUX_CACHE", str(tmp_path / "cache"))
     train_cell = sweep_module._train_cell  # (the counting wrapper)
@@ -141,6 +194,15 @@ def test_the_recommendation_is_the_fastest_cell_within_max_drop_on_validation():
     for max_drop in (0.0, 0.5, 1.0, 2.0, 5.0):  # never a cell outside max_drop, whatever dev says
         chosen = recommend(rows, 0.90, max_drop)
         assert chosen is None or 100 * (0.90 - chosen["validation"]) <= max_drop + 1e-9
+
+
+def test_a_reference_point_can_be_the_recommendation():
+    rows = [{"model_type": "revmux", "precision": "float32", "speedup": 1.3, "validation": 0.80},
+            {"model_type": "revmux", "precision": "int8", "speedup": 3.4, "validation": 0.78},
+            {"model_type": "base", "precision": "int8", "speedup": 2.4, "validation": 0.815}]
+    assert recommend(rows, 0.82, max_drop=5.0)["precision"] == "int8"  # RevMUX + int8: 3.4x at 4 points down
+    chosen = recommend(rows, 0.82, max_drop=2.5)  # int8 alone (0.5 down) beats RevMUX alone (1.3x)
+    assert (chosen["model_type"], chosen["precision"]) == ("base", "int8")
 
 
 def test_the_pareto_front():

@@ -47,9 +47,12 @@ def measure_speedup(model_dir: str | Path, combine_first: int, compose_size: int
 
 
 def measure_speedups(model_dir: str | Path, combine_first: int, compose_sizes: list[int], batch_size: int,
-                     length: int, repeats: int) -> dict[int, dict] | None:
+                     length: int, repeats: int, precisions: tuple[str, ...] = ("plain",)) -> dict | None:
     """``measure_speedup`` for several N at one K, side by side in one run (the base model and every N alternate in
-    each round), plus the base model itself under N = 1; None with a one-line note when it cannot be measured."""
+    each round), plus the base model itself under N = 1; None with a one-line note when it cannot be measured.
+
+    Keys: N for the float32 variants; with ``precisions`` beyond "plain" (``revmux.bench.config.PRECISIONS``) also
+    each stacked variant's name, e.g. "N=2+int8", "base+int8", "base+compiled", every speed-up over the plain base."""
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         print(f"[revmux] speed-up not measured: {model_dir} is not a model folder; time a saved model with "
@@ -61,7 +64,7 @@ def measure_speedups(model_dir: str | Path, combine_first: int, compose_sizes: l
         return None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     weights = sum(f.stat().st_size for f in model_dir.iterdir() if f.suffix in (".safetensors", ".bin"))
-    copies = 2 + len(compose_sizes)  # the base model and one copy per N, float32 (weights may be 16-bit on disk)
+    copies = (2 + len(compose_sizes)) * len(precisions)  # base and every N per precision (weights may be 16-bit on disk)
     needed, free = copies * 2 * weights, _free_memory(device)
     if free is not None and needed > 0.8 * free:
         print(f"[revmux] speed-up not measured: it holds {copies} copies of the model ({needed / 2**30:.1f} GiB) but "
@@ -72,8 +75,9 @@ def measure_speedups(model_dir: str | Path, combine_first: int, compose_sizes: l
           f"batch {batch_size} x {length} tokens, {repeats} rounds")
     bench = run_benchmark(model_name=str(model_dir), combine_first=combine_first, compose_sizes=list(compose_sizes),
                           batch_sizes=[batch_size], lengths=[length], repeats=repeats, warmup=1, device=device,
-                          verbose=False)
-    return {r["compose_size"]: {**{k: r[k] for k in SPEEDUP_FIELDS}, "device": device} for r in bench["records"]}
+                          verbose=False, precisions=list(precisions))
+    return {r["compose_size"] if "+" not in r["variant"] else r["variant"]:
+            {**{k: r[k] for k in SPEEDUP_FIELDS}, "device": device} for r in bench["records"]}
 
 
 def _free_memory(device: str) -> int | None:

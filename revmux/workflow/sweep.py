@@ -8,6 +8,11 @@ side in one ``revmux.bench`` run on the teacher. Results go to ``sweep.json``, `
 ``max_drop`` recommends the fastest cell within that many points of the teacher **on validation** (never chosen on
 dev or held-out) and evaluates it again over ``recommend_pairings`` pairings.
 
+The serving precision is an axis too (``quantize=[None, "int8"]``): every cell's adapter is also served in dynamic
+int8 (``revmux.precision``) and evaluated and timed so. What a user would pick instead of RevMUX is drawn beside the
+teacher as reference points (``references``: the base model in int8, the base model compiled), and the recommendation
+is the fastest of everything within ``max_drop``, references included.
+
 Everything is written as it finishes, so a killed sweep continues with its missing cells (and missing speed-up
 columns): ``cells/<type>-K<k>-N<n>/cell.json`` marks a finished cell, ``teacher.json`` the teacher,
 ``bench/K<k>.json`` a speed-up column. A sweep continued with other training settings is refused.
@@ -29,6 +34,7 @@ from tqdm.auto import tqdm
 import revmux
 from revmux import run_dir
 from revmux.errors import RunError
+from revmux.precision import QUANTIZE, prepare_for_serving
 from revmux.serve.serving import absolute_model_path
 from revmux.train.cache import PrefixCache
 from revmux.train.trainer import evaluate
@@ -38,11 +44,12 @@ from revmux.workflow.config import RunConfig
 from revmux.workflow.splits import prepare_splits, task_and_splits
 from revmux.workflow.teacher import Teacher, fit_teacher, load_teacher, needs_fine_tuning, save_teacher
 
+REFERENCES = ("int8", "compiled")  # the base model served another way (SweepConfig.references)
 GRID_FIELDS = ("combine_first", "compose_size", "model_type")  # what a cell sets in its RunConfig
 # a sweep continues only with the same training settings; these may change between invocations
 FREE_FIELDS = GRID_FIELDS + ("save_dir", "resume", "save_checkpoints", "cache_dir", "cache_memory_mb",
                              "eval_batch_size")
-CSV_COLUMNS = ("model_type", "combine_first", "compose_size", "validation", "validation_std", "dev", "dev_std",
+CSV_COLUMNS = ("model_type", "precision", "combine_first", "compose_size", "validation", "validation_std", "dev", "dev_std",
                "heldout", "heldout_std", "speedup", "speedup_paired", "ceiling", "fraction_of_ceiling", "peak_mb",
                "memory_ratio", "trainable_parameters", "train_seconds", "epochs_run", "best_epoch", "adapter")
 
@@ -61,6 +68,8 @@ class SweepConfig:
     bench_batch: int = 64
     bench_length: int | None = None  # default: run.max_length
     bench_repeats: int = 7
+    quantize: list = field(default_factory=lambda: [None])  # every cell served as trained (None) and/or in "int8"
+    references: list = field(default_factory=list)  # the base model in "int8" and/or "compiled", beside the teacher
 
     def __post_init__(self):
         """Raises: RunError for an empty or repeated grid, a K below 1, an N below 2, an unknown mux type, a bad
@@ -80,6 +89,12 @@ class SweepConfig:
         if self.max_drop is not None and (isinstance(self.max_drop, bool) or not isinstance(self.max_drop, (int, float))
                                           or self.max_drop < 0):
             raise RunError(f"--max_drop must be a number of accuracy points >= 0, got {self.max_drop!r}.")
+        if not self.quantize or any(q not in QUANTIZE for q in self.quantize) or len(set(self.quantize)) < len(
+                self.quantize):
+            raise RunError(f"--quantize must list distinct precisions among none, int8, got {self.quantize!r}.")
+        if any(r not in REFERENCES for r in self.references) or len(set(self.references)) < len(self.references):
+            raise RunError(f"--references must list distinct base-model alternatives among {', '.join(REFERENCES)}, "
+                           f"got {self.references!r}.")
         for name in ("recommend_pairings", "bench_batch", "bench_repeats"):
             if getattr(self, name) < 1:
                 raise RunError(f"--{name} must be at least 1, got {getattr(self, name)}.")
@@ -91,6 +106,14 @@ class SweepConfig:
 
 def cell_name(model_type: str, k: int, n: int) -> str:
     return f"{model_type}-K{k}-N{n}"
+
+
+def row_name(row: dict) -> str:
+    """A frontier point's name: ``revmux-K3-N2``, ``revmux-K3-N2 int8``, ``base int8``."""
+    if row["model_type"] == "base":
+        return f"base {row['precision']}"
+    name = cell_name(row["model_type"], row["combine_first"], row["compose_size"])
+    return name if row.get("precision", "float32") == "float32" else f"{name} {row['precision']}"
 
 
 def _write_json(path: Path, value) -> None:
@@ -200,23 +223,95 @@ def _train_cell(sweep: SweepConfig, cell: tuple[str, int, int], teacher: Teacher
     return record
 
 
+def _bench_precisions(sweep: SweepConfig) -> list[str]:
+    """The ``revmux bench`` stacks the sweep times: plain, plus int8 and compiled where cells or references need them."""
+    wanted = {"int8"} if "int8" in sweep.quantize else set()
+    return ["plain"] + [p for p in REFERENCES if p in wanted or p in sweep.references]
+
+
 def _speedups(sweep: SweepConfig, teacher_path: str, save_dir: Path) -> dict[int, dict]:
-    """Per K, the speed-up of every N measured side by side (``revmux.bench.speedup``); kept in ``bench/K<k>.json``
-    so a continued sweep measures only missing columns."""
+    """Per K, the speed-up of every N (and of every stacked precision) measured side by side
+    (``revmux.bench.speedup``); kept in ``bench/K<k>.json`` so a continued sweep measures only missing columns.
+    Keys per K: N for float32 cells, "N=2+int8", "base+int8", "base+compiled" for the stacks."""
     from revmux.bench.speedup import measure_speedups
 
-    measured = {}
+    measured, precisions = {}, _bench_precisions(sweep)
     (save_dir / "bench").mkdir(exist_ok=True)
     for k in sweep.combine_first:
         path = save_dir / "bench" / f"K{k}.json"
-        if not path.is_file():
+        stored = json.loads(path.read_text()) if path.is_file() else {}
+        if not stored or stored.get("precisions", ["plain"]) != precisions:  # missing, or timed without a stack
             result = measure_speedups(teacher_path, k, sweep.compose_size, sweep.bench_batch,
-                                      sweep.bench_length or sweep.run.max_length, sweep.bench_repeats)
+                                      sweep.bench_length or sweep.run.max_length, sweep.bench_repeats, precisions)
             if result is None:
                 continue
-            _write_json(path, {str(n): v for n, v in result.items()})
-        measured[k] = {int(n): v for n, v in json.loads(path.read_text()).items()}
+            stored = {"precisions": precisions, **{str(n): v for n, v in result.items()}}
+            _write_json(path, stored)
+        measured[k] = {(int(key) if key.isdigit() else key): v for key, v in stored.items() if key != "precisions"}
     return measured
+
+
+def _quantized(teacher: Teacher, adapter: str | None):
+    """A copy of the teacher (with ``adapter`` loaded, if given) in dynamic int8; the teacher itself is untouched."""
+    import copy
+    import warnings
+
+    from peft import PeftModel
+
+    model = copy.deepcopy(teacher.model)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, adapter)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")  # torch's deprecation note
+        return prepare_for_serving(model, quantize="int8")
+
+
+def _accuracy(model, teacher: Teacher, splits: dict, config: RunConfig, pairings: int) -> dict:
+    record = {}
+    for split in ("validation", "dev", "heldout"):
+        if splits[split]:
+            result = evaluate(model, teacher.head, splits[split], config.eval_batch_size or config.batch_size,
+                              pairings=pairings, seed=config.seed)
+            record[split], record[f"{split}_std"] = result["accuracy"], result["accuracy_std"]
+    return record
+
+
+def _int8_rows(sweep: SweepConfig, rows: list[dict], teacher: Teacher, splits: dict, save_dir: Path) -> list[dict]:
+    """Every cell's adapter served in int8: evaluated like its float32 row (``cells/<cell>/int8.json``)."""
+    out = []
+    for row in rows:
+        path = save_dir / "cells" / cell_name(row["model_type"], row["combine_first"], row["compose_size"]) / "int8.json"
+        if not path.is_file():
+            print(f"[revmux] cell {cell_name(row['model_type'], row['combine_first'], row['compose_size'])}: "
+                  "evaluating in int8")
+            model = _quantized(teacher, row["adapter"])
+            _write_json(path, {**{k: row[k] for k in ("model_type", "combine_first", "compose_size", "adapter")},
+                               "precision": "int8", "pairings": sweep.run.pairings,
+                               **_accuracy(model, teacher, splits, sweep.run, sweep.run.pairings)})
+            del model
+        out.append(json.loads(path.read_text()))
+    return out
+
+
+def _reference_rows(sweep: SweepConfig, teacher: Teacher, teacher_facts: dict, splits: dict, save_dir: Path,
+                    speedups: dict) -> list[dict]:
+    """The base model served another way, as a user would instead of RevMUX: "int8" (evaluated; ``teacher_int8.json``)
+    and "compiled" (``torch.compile`` changes no result: the teacher's accuracy), each with its measured speed-up."""
+    timed = next(iter(speedups.values()), {})
+    out = []
+    for precision in sweep.references:
+        row = {"model_type": "base", "precision": precision, "combine_first": None, "compose_size": 1,
+               "adapter": None, **timed.get(f"base+{precision}", {})}
+        if precision == "int8":
+            path = save_dir / "teacher_int8.json"
+            if not path.is_file():
+                print("[revmux] the teacher in int8: evaluating")
+                _write_json(path, _accuracy(_quantized(teacher, None), teacher, splits, sweep.run, 1))
+            row.update(json.loads(path.read_text()))
+        else:
+            row.update({s: teacher_facts.get(s) for s in ("validation", "dev", "heldout")})
+        out.append(row)
+    return out
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -254,13 +349,21 @@ def plot_frontier(rows: list[dict], teacher: dict, path: Path, title: str, recom
         front = pareto_front(points)
         ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "-", color="0.6", zorder=1,
                 label="Pareto front")
-        for n in sorted({r["compose_size"] for r in cells}):
-            mine = [r for r in cells if r["compose_size"] == n]
+        groups = sorted({(r["compose_size"], r.get("precision", "float32")) for r in cells
+                         if r["model_type"] != "base"})
+        for n, precision in groups:  # float32 cells as circles, int8 cells as squares, one colour per N and precision
+            mine = [r for r in cells if r["compose_size"] == n and r.get("precision", "float32") == precision
+                    and r["model_type"] != "base"]
             ax.errorbar([r["speedup"] for r in mine], [100 * r[split] for r in mine],
-                        yerr=[100 * r.get(f"{split}_std", 0.0) for r in mine], fmt="o", capsize=3, label=f"N={n}")
+                        yerr=[100 * r.get(f"{split}_std", 0.0) for r in mine], fmt="o" if precision == "float32"
+                        else "s", capsize=3, label=f"N={n}" + ("" if precision == "float32" else f" {precision}"))
             for r in mine:
                 ax.annotate(f"K{r['combine_first']}" + (f" {r['model_type']}" if r["model_type"] != "revmux" else ""),
                             (r["speedup"], 100 * r[split]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        for r in (r for r in cells if r["model_type"] == "base"):  # what a user would run instead of RevMUX
+            ax.plot([r["speedup"]], [100 * r[split]], "kX", markersize=9, markerfacecolor="none")
+            ax.annotate(row_name(r), (r["speedup"], 100 * r[split]), textcoords="offset points", xytext=(4, -10),
+                        fontsize=8)
         ax.plot([1.0], [100 * teacher[split]], "k*", markersize=12, label="teacher (N=1)")
         if recommended is not None and recommended.get(split) is not None:
             ax.plot([recommended["speedup"]], [100 * recommended[split]], "o", markersize=14, markerfacecolor="none",
@@ -276,7 +379,8 @@ def plot_frontier(rows: list[dict], teacher: dict, path: Path, title: str, recom
 
 
 def _write_tables(rows: list[dict], teacher: dict, save_dir: Path) -> None:
-    teacher_row = {"model_type": "teacher", "combine_first": "", "compose_size": 1, "speedup": 1.0,
+    teacher_row = {"model_type": "teacher", "precision": "float32", "combine_first": "", "compose_size": 1,
+                   "speedup": 1.0,
                    "adapter": teacher.get("path", ""), **{s: teacher.get(s) for s in ("validation", "dev", "heldout")}}
     with open(save_dir / "sweep.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
@@ -286,15 +390,16 @@ def _write_tables(rows: list[dict], teacher: dict, save_dir: Path) -> None:
 
 
 def print_sweep(rows: list[dict], teacher: dict) -> None:
-    print(f"{'cell':<18} {'validation':>10} {'dev':>15} {'heldout':>15} {'speed-up':>9} {'ceiling':>8}")
-    print(f"{'teacher (N=1)':<18} {100 * teacher.get('validation', float('nan')):>10.2f} "
+    print(f"{'point':<22} {'validation':>10} {'dev':>15} {'heldout':>15} {'speed-up':>9} {'ceiling':>8}")
+    print(f"{'teacher (N=1)':<22} {100 * teacher.get('validation', float('nan')):>10.2f} "
           f"{100 * teacher.get('dev', float('nan')):>15.2f} {100 * teacher.get('heldout', float('nan')):>15.2f} "
           f"{1.0:>8.2f}x")
     for r in rows:
-        speed = f"{r['speedup']:>8.2f}x {r['ceiling']:>7.2f}x" if r.get("speedup") is not None else f"{'-':>9} {'-':>8}"
-        print(f"{cell_name(r['model_type'], r['combine_first'], r['compose_size']):<18} {100 * r['validation']:>10.2f} "
-              f"{100 * r['dev']:>8.2f} ± {100 * r['dev_std']:.2f} {100 * r['heldout']:>8.2f} ± "
-              f"{100 * r['heldout_std']:.2f} {speed}")
+        speed = f"{r['speedup']:>8.2f}x" if r.get("speedup") is not None else f"{'-':>9}"
+        ceiling = f"{r['ceiling']:>7.2f}x" if r.get("ceiling") is not None else f"{'-':>8}"
+        spread = {s: f" ± {100 * r[f'{s}_std']:.2f}" if r.get(f"{s}_std") else "       " for s in ("dev", "heldout")}
+        print(f"{row_name(r):<22} {100 * r['validation']:>10.2f} {100 * r['dev']:>8.2f}{spread['dev']} "
+              f"{100 * r['heldout']:>8.2f}{spread['heldout']} {speed} {ceiling}")
 
 
 def run_sweep(sweep: SweepConfig) -> dict:
@@ -328,17 +433,25 @@ def run_sweep(sweep: SweepConfig) -> dict:
         tf.set_seed(config.seed)
         _write_json(folder / "cell.json", _train_cell(sweep, cell, teacher, task, splits, folder, teacher_path,
                                                       teacher_run_id))
-    rows = [json.loads((save_dir / "cells" / cell_name(*c) / "cell.json").read_text()) for c in sweep.cells()]
+    rows = [{"precision": "float32", **json.loads((save_dir / "cells" / cell_name(*c) / "cell.json").read_text())}
+            for c in sweep.cells()]
+    if "int8" in sweep.quantize:
+        rows += _int8_rows(sweep, rows, teacher, splits, save_dir)
+    if None not in sweep.quantize:
+        rows = [r for r in rows if r["precision"] != "float32"]
     speedups = _speedups(sweep, teacher_path, save_dir) if sweep.speedup else {}
     for row in rows:
-        row.update(speedups.get(row["combine_first"], {}).get(row["compose_size"], {}))
+        key = row["compose_size"] if row["precision"] == "float32" else f"N={row['compose_size']}+{row['precision']}"
+        row.update(speedups.get(row["combine_first"], {}).get(key, {}))
+    rows += _reference_rows(sweep, teacher, teacher_facts, splits, save_dir, speedups)
     recommendation = None
     if sweep.max_drop is not None:
         recommendation = _recommendation(sweep, rows, teacher, teacher_facts, splits, save_dir)
     result = {"teacher": teacher_facts, "cells": rows, "recommendation": recommendation,
               "caching_seconds": caching_seconds, "seconds": time.perf_counter() - started,
               "grid": {"combine_first": sweep.combine_first, "compose_size": sweep.compose_size,
-                       "model_type": sweep.model_types}, "config": asdict(config)}
+                       "model_type": sweep.model_types, "quantize": sweep.quantize, "references": sweep.references},
+              "config": asdict(config)}
     _write_json(save_dir / "sweep.json", result)
     _write_tables(rows, teacher_facts, save_dir)
     plot_frontier(rows, teacher_facts, save_dir / "frontier.png", recommended=recommendation,
@@ -356,31 +469,39 @@ def _recommendation(sweep: SweepConfig, rows: list[dict], teacher: Teacher, teac
         print(f"\n[revmux] no cell faster than the teacher is within {sweep.max_drop:g} points of its validation "
               f"accuracy ({100 * teacher_facts['validation']:.2f}); see frontier.png for what each cell costs")
         return None
-    recommendation = {k: chosen.get(k) for k in ("model_type", "combine_first", "compose_size", "adapter", "speedup",
-                                                  "ceiling", "validation")}
+    recommendation = {k: chosen.get(k) for k in ("model_type", "precision", "combine_first", "compose_size",
+                                                  "adapter", "speedup", "ceiling", "validation")}
     path = save_dir / "recommendation.json"
     cached = json.loads(path.read_text()) if path.is_file() else {}
-    if cached.get("adapter") == chosen["adapter"] and cached.get("pairings") == sweep.recommend_pairings:
+    key = {k: recommendation[k] for k in ("model_type", "precision", "adapter")}
+    if chosen["adapter"] is None:  # a reference point: the base model, one pass per example (no pairings)
+        recommendation.update({k: chosen.get(k) for k in ("dev", "dev_std", "heldout", "heldout_std")}, pairings=1)
+    elif {k: cached.get(k) for k in key} == key and cached.get("pairings") == sweep.recommend_pairings:
         recommendation.update({k: cached[k] for k in ("dev", "dev_std", "heldout", "heldout_std", "pairings")})
     else:
         from peft import PeftModel
 
-        muxed = PeftModel.from_pretrained(teacher.model, chosen["adapter"]).eval()
+        if chosen["precision"] == "int8":
+            muxed = _quantized(teacher, chosen["adapter"])
+        else:
+            muxed = PeftModel.from_pretrained(teacher.model, chosen["adapter"]).eval()
         try:
             for split in ("dev", "heldout"):
                 result = evaluate(muxed, teacher.head, splits[split], sweep.run.eval_batch_size or sweep.run.batch_size,
                                   pairings=sweep.recommend_pairings, seed=sweep.run.seed, progress=True)
                 recommendation[split], recommendation[f"{split}_std"] = result["accuracy"], result["accuracy_std"]
         finally:
-            muxed.unload()
+            if chosen["precision"] != "int8":
+                muxed.unload()
         recommendation["pairings"] = sweep.recommend_pairings
         _write_json(path, recommendation)
     drop = 100 * (teacher_facts["validation"] - chosen["validation"])
+    ceiling = "" if chosen.get("ceiling") is None else f" (ceiling {chosen['ceiling']:.2f}x)"
     print(f"\n[revmux] recommended (fastest within {sweep.max_drop:g} points of the teacher on validation): "
-          f"{cell_name(chosen['model_type'], chosen['combine_first'], chosen['compose_size'])}, speed-up "
-          f"{chosen['speedup']:.2f}x (ceiling {chosen['ceiling']:.2f}x), validation {100 * chosen['validation']:.2f} "
+          f"{row_name(chosen)}, speed-up {chosen['speedup']:.2f}x"
+          f"{ceiling}, validation {100 * chosen['validation']:.2f} "
           f"({drop:.2f} below the teacher's {100 * teacher_facts['validation']:.2f}); over "
           f"{recommendation['pairings']} pairings dev {100 * recommendation['dev']:.2f} ± "
           f"{100 * recommendation['dev_std']:.2f}, held-out {100 * recommendation['heldout']:.2f} ± "
-          f"{100 * recommendation['heldout_std']:.2f}; adapter: {chosen['adapter']}")
+          f"{100 * recommendation['heldout_std']:.2f}; adapter: {chosen['adapter'] or 'none (the base model)'}")
     return recommendation
