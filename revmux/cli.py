@@ -1,5 +1,5 @@
-"""``revmux`` command line: train, sweep, eval, bench, demo, predict, serve, bench-serve. Training keeps the paper's argument names
-verbatim.
+"""``revmux`` command line: train, sweep, eval, bench, demo, predict, serve, bench-serve. Training keeps the paper's
+argument names verbatim.
 
 A user error (bad settings, model or data: ``RunError``, ``DataError``, or an argument argparse rejects) is one line
 on stderr and exit status 2, found before any training starts; anything else is a bug and keeps its traceback.

@@ -1,5 +1,6 @@
-"""Model loading, below the workflow, the benchmark and serving: which model a name means, its family (encoder, decoder, encoder-decoder), how it classifies, and
-the model and tokenizer themselves (transformers' load report summarised in one line)."""
+"""Model loading, below the workflow, the benchmark and serving: which model a name means, its family (encoder,
+decoder, encoder-decoder), how it classifies, and the model and tokenizer themselves (transformers' load report
+summarised in one line)."""
 
 from __future__ import annotations
 

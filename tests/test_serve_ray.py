@@ -55,7 +55,7 @@ def server(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     source = ModelSource(adapter_dir=str(adapter))
-    options = ServerOptions(compose_size=2, max_batch_size=8, batch_wait_timeout_s=0.01, num_cpus=0.25,
+    options = ServerOptions(compose_size=2, max_batch_size=8, batch_wait_timeout_s=0.01, num_cpus=0.25, threads=2,
                             remainder="composite")  # every answer is MuxClassifier's (the identity makes it exact)
     app.start({"/mux": app.build_app(source, options, "mux")}, port=port, num_cpus=2)
     expected = MuxClassifier.from_pretrained(adapter)
@@ -100,6 +100,7 @@ def test_health_and_info(server):
     assert status == 200
     assert (info["compose_size"], info["combine_first"], info["labels"]) == (2, 2, ["billing", "bug", "praise"])
     assert info["max_batch_size"] == 8 and info["task"] == "tickets"
+    assert info["threads"] == 2  # torch's threads where the batches run, not Ray's OMP_NUM_THREADS for 0.25 CPU
 
 
 def test_concurrent_clients_each_get_the_answer_for_their_own_text(server):

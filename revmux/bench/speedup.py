@@ -64,7 +64,7 @@ def measure_speedups(model_dir: str | Path, combine_first: int, compose_sizes: l
         return None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     weights = sum(f.stat().st_size for f in model_dir.iterdir() if f.suffix in (".safetensors", ".bin"))
-    copies = (2 + len(compose_sizes)) * len(precisions)  # base and every N per precision (weights may be 16-bit on disk)
+    copies = (2 + len(compose_sizes)) * len(precisions)  # base and every N, per precision (16-bit on disk, maybe)
     needed, free = copies * 2 * weights, _free_memory(device)
     if free is not None and needed > 0.8 * free:
         print(f"[revmux] speed-up not measured: it holds {copies} copies of the model ({needed / 2**30:.1f} GiB) but "

@@ -17,6 +17,7 @@ errors mapped to status codes, health, and the deployment's replicas, request ca
 import asyncio
 from dataclasses import asdict
 
+import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
@@ -33,7 +34,10 @@ def build_app(source: ModelSource, options: ServerOptions, name: str = "revmux")
     api = FastAPI(title=f"revmux: {name}")
 
     @serve.deployment(name=name, num_replicas=options.num_replicas,
-                      ray_actor_options={"num_cpus": options.num_cpus},
+                      # Ray sets OMP_NUM_THREADS to num_cpus in a replica, and torch.set_num_threads in __init__
+                      # does not reach the thread the batches run on: the count goes in through the environment
+                      ray_actor_options={"num_cpus": options.num_cpus, "runtime_env": {"env_vars": {
+                          "OMP_NUM_THREADS": str(options.threads), "MKL_NUM_THREADS": str(options.threads)}}},
                       max_ongoing_requests=options.max_ongoing_requests,
                       max_queued_requests=options.max_queued_requests,
                       backpressure_config=BackpressureConfig(status_code=503, retry_after_s=options.retry_after_s),
@@ -43,9 +47,6 @@ def build_app(source: ModelSource, options: ServerOptions, name: str = "revmux")
     @serve.ingress(api)
     class RevMuxServer:
         def __init__(self):
-            import torch
-
-            torch.set_num_threads(options.threads)
             self.predictor = BatchPredictor(source.load(), options.remainder)
             self.task = self.predictor.classifier.task
 
@@ -71,6 +72,8 @@ def build_app(source: ModelSource, options: ServerOptions, name: str = "revmux")
             # The forward blocks this replica's event loop on purpose: what arrives meanwhile waits in Ray's queue
             # and forms the next batch. Offloaded to a thread, the forward's Python work fights the loop for the
             # GIL and batches stay small (MiniLM, 32 clients: mean batch 2.2 instead of 8.6; docs/serving.md).
+            if torch.get_num_threads() != options.threads:  # this thread's own setting, once
+                torch.set_num_threads(options.threads)
             return self.predictor(examples)
 
         @api.get("/health")
@@ -83,7 +86,8 @@ def build_app(source: ModelSource, options: ServerOptions, name: str = "revmux")
 
         @api.get("/info")
         async def info(self):
-            return {**self.predictor.info(), "max_batch_size": options.max_batch_size,
+            return {**self.predictor.info(), "threads": torch.get_num_threads(),
+                    "max_batch_size": options.max_batch_size,
                     "batch_wait_timeout_s": options.batch_wait_timeout_s, "num_replicas": options.num_replicas,
                     "limits": asdict(options.limits)}
 

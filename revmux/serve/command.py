@@ -46,8 +46,9 @@ def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
                    help="how long a batch's first request waits for more (a lone request waits this long)")
     p.add_argument("--max_ongoing_requests", type=int, default=None,
                    help="requests a replica holds at once (default: 8 * --max_batch_size)")
-    p.add_argument("--max_queued_requests", type=int, default=defaults.max_queued_requests,
-                   help="requests queued beyond the replicas' caps; more are answered 503 with Retry-After")
+    p.add_argument("--max_queued_requests", type=int, default=None,
+                   help="requests queued beyond the replicas' caps; more are answered 503 with Retry-After (default: "
+                        "2 * --max_batch_size)")
     p.add_argument("--remainder", default=defaults.remainder, choices=REMAINDER,
                    help="a batch's last r < N requests: completed with dummies (composite) or run un-multiplexed "
                         "through the same weights (frozen)")

@@ -29,7 +29,9 @@ class ServerOptions:
     # per replica; default 8 * max_batch_size: requests beyond it wait in Ray's router, which retries with back-off
     # (MiniLM, 128 clients at 2 * max_batch_size: 10 requests/s, p50 12 s; docs/serving.md)
     max_ongoing_requests: int | None = None
-    max_queued_requests: int = 256  # per proxy, beyond the replicas' caps; then a fast 503 with Retry-After
+    # per proxy, beyond the replicas' caps; then a fast 503 with Retry-After. Default 2 * max_batch_size: what waits
+    # here is retried by Ray's router with back-off, so a long queue here idles the replica (docs/serving.md)
+    max_queued_requests: int | None = None
     retry_after_s: int = 1
     graceful_shutdown_timeout_s: float = 20.0  # in-flight requests drain this long on shutdown
     remainder: str = "frozen"  # how a batch's last r < N requests are served (revmux.serve.batching)
@@ -40,6 +42,8 @@ class ServerOptions:
             object.__setattr__(self, "max_batch_size", BATCHES_PER_N * self.compose_size)
         if self.threads is None:
             object.__setattr__(self, "threads", max(1, int(self.num_cpus)))
+        if self.max_queued_requests is None:
+            object.__setattr__(self, "max_queued_requests", 2 * self.max_batch_size)
         if self.max_ongoing_requests is None:
             object.__setattr__(self, "max_ongoing_requests", ONGOING_PER_BATCH * self.max_batch_size)
         for name in ("compose_size", "max_batch_size", "num_replicas", "threads", "max_ongoing_requests",

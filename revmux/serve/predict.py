@@ -11,7 +11,8 @@ output back to the last recorded chunk, checks that the input starts with the sa
 chunk: no row is written twice or lost. The progress file is removed when the output is complete.
 
 Processes: under ``accelerate launch --num_processes P`` or ``torchrun --nproc_per_node P``
-(``accelerate.PartialState``), chunk ``i`` goes to process ``i % P``, which writes it to ``<output>.part-<i % P>-of-<P>.jsonl`` (resumable the same
+(``accelerate.PartialState``), chunk ``i`` goes to process ``i % P``, which writes it to
+``<output>.part-<i % P>-of-<P>.jsonl`` (resumable the same
 way); the main process then merges the parts chunk by chunk, in input order, into the output. The chunks and their
 batches are the same as in one process, so the output is too. Every process reads the input (a file every process
 can see: several machines need a shared filesystem); stdin cannot be split.
@@ -601,7 +602,8 @@ def load_adapter(adapter_dir: str | os.PathLike, model_name: str | None = None, 
         task, columns = get_task(info.task), Columns(label=None)
     else:
         raise RunError(f"{adapter_dir}: neither revmux_serving.json nor revmux_task.json, so its task is unknown. "
-                       f"Use an adapter `revmux train` saved, or call revmux.serve.predict.predict(model, tokenizer, task, "
+                       f"Use an adapter `revmux train` saved, or call revmux.serve.predict.predict(model, tokenizer, "
+                       f"task, "
                        f"...) with the task yourself.")
     if info is not None and tuple(info.label_names) != task.label_names:
         raise RunError(f"{adapter_dir}: revmux_serving.json has labels {list(info.label_names)} but the task "
@@ -692,7 +694,8 @@ def run(args: argparse.Namespace) -> PredictReport:
     return predict(loaded.model, loaded.tokenizer, loaded.task, args.input, args.output, columns=columns,
                    batch_size=args.batch_size, chunk_size=args.chunk_size, max_length=loaded.max_length,
                    calibration=loaded.calibration, chat_template=loaded.chat_template,
-                   compare_teacher=args.compare_teacher, resume=args.resume, overwrite=args.overwrite, input_format=args.input_format, progress=args.progress,
+                   compare_teacher=args.compare_teacher, resume=args.resume, overwrite=args.overwrite,
+                   input_format=args.input_format, progress=args.progress,
                    settings=loaded.settings, state=state)
 
 

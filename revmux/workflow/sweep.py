@@ -49,7 +49,8 @@ GRID_FIELDS = ("combine_first", "compose_size", "model_type")  # what a cell set
 # a sweep continues only with the same training settings; these may change between invocations
 FREE_FIELDS = GRID_FIELDS + ("save_dir", "resume", "save_checkpoints", "cache_dir", "cache_memory_mb",
                              "eval_batch_size")
-CSV_COLUMNS = ("model_type", "precision", "combine_first", "compose_size", "validation", "validation_std", "dev", "dev_std",
+CSV_COLUMNS = ("model_type", "precision", "combine_first", "compose_size", "validation", "validation_std", "dev",
+               "dev_std",
                "heldout", "heldout_std", "speedup", "speedup_paired", "ceiling", "fraction_of_ceiling", "peak_mb",
                "memory_ratio", "trainable_parameters", "train_seconds", "epochs_run", "best_epoch", "adapter")
 
@@ -224,7 +225,8 @@ def _train_cell(sweep: SweepConfig, cell: tuple[str, int, int], teacher: Teacher
 
 
 def _bench_precisions(sweep: SweepConfig) -> list[str]:
-    """The ``revmux bench`` stacks the sweep times: plain, plus int8 and compiled where cells or references need them."""
+    """The ``revmux bench`` stacks the sweep times: plain, plus int8 and compiled where cells or references need
+    them."""
     wanted = {"int8"} if "int8" in sweep.quantize else set()
     return ["plain"] + [p for p in REFERENCES if p in wanted or p in sweep.references]
 
@@ -280,10 +282,10 @@ def _int8_rows(sweep: SweepConfig, rows: list[dict], teacher: Teacher, splits: d
     """Every cell's adapter served in int8: evaluated like its float32 row (``cells/<cell>/int8.json``)."""
     out = []
     for row in rows:
-        path = save_dir / "cells" / cell_name(row["model_type"], row["combine_first"], row["compose_size"]) / "int8.json"
+        name = cell_name(row["model_type"], row["combine_first"], row["compose_size"])
+        path = save_dir / "cells" / name / "int8.json"
         if not path.is_file():
-            print(f"[revmux] cell {cell_name(row['model_type'], row['combine_first'], row['compose_size'])}: "
-                  "evaluating in int8")
+            print(f"[revmux] cell {name}: evaluating in int8")
             model = _quantized(teacher, row["adapter"])
             _write_json(path, {**{k: row[k] for k in ("model_type", "combine_first", "compose_size", "adapter")},
                                "precision": "int8", "pairings": sweep.run.pairings,
