@@ -126,7 +126,7 @@ def test_revmux_config_rejects_booleans_and_strings(field, value):
 def test_help_shows_every_default():
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert set(commands) == {"train", "sweep", "eval", "demo", "bench", "predict"}
+    assert set(commands) == {"train", "sweep", "eval", "demo", "bench", "predict", "serve", "bench-serve"}
     for name, command in commands.items():
         formatter = command._get_formatter()
         for action in command._actions:

@@ -129,10 +129,12 @@ def test_info_names_task_labels_n_and_k(classifier):
 
 
 def test_server_options_refuse_what_cannot_work():
-    assert ServerOptions(compose_size=4).max_batch_size == 32
+    assert ServerOptions(compose_size=4).max_batch_size == 128
     assert ServerOptions(compose_size=2, max_batch_size=6).max_ongoing_requests == 48
     with pytest.raises(ValueError, match="not a multiple of the adapter's N = 4"):
         ServerOptions(compose_size=4, max_batch_size=10)
+    with pytest.raises(ValueError, match="e.g. 128"):
+        ServerOptions(compose_size=4, max_batch_size=6)
     with pytest.raises(ValueError, match="never hold a full batch"):
         ServerOptions(compose_size=2, max_batch_size=8, max_ongoing_requests=4)
     with pytest.raises(ValueError, match="remainder must be one of"):

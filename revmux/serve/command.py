@@ -41,7 +41,7 @@ def add_deployment_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num_cpus", type=float, default=defaults.num_cpus, help="Ray CPUs reserved per replica")
     p.add_argument("--threads", type=int, default=None, help="torch threads per replica (default: --num_cpus)")
     p.add_argument("--max_batch_size", type=int, default=None,
-                   help="requests per forward pass, a multiple of N (default: 8 * N)")
+                   help="requests per forward pass, a multiple of N (default: 32 * N)")
     p.add_argument("--batch_wait_timeout_s", type=float, default=defaults.batch_wait_timeout_s,
                    help="how long a batch's first request waits for more (a lone request waits this long)")
     p.add_argument("--max_ongoing_requests", type=int, default=None,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from revmux.serve.batching import REMAINDER
 from revmux.serve.protocol import Limits
 
-BATCHES_PER_N = 8  # default max_batch_size: 8 composites
+BATCHES_PER_N = 32  # default max_batch_size: 32 composites (MiniLM at saturation: 1.19x with 64, 1.09-1.17x with 16)
 ONGOING_PER_BATCH = 8  # default max_ongoing_requests: 8 batches
 
 
@@ -21,7 +21,7 @@ class ServerOptions:
     """
 
     compose_size: int = 1  # N of the served adapter (1: the un-multiplexed baseline)
-    max_batch_size: int | None = None  # requests per forward; default 8 * N
+    max_batch_size: int | None = None  # requests per forward; default 32 * N
     batch_wait_timeout_s: float = 0.005  # how long the first request of a batch waits for more
     num_replicas: int = 1
     num_cpus: float = 1.0  # Ray CPUs reserved per replica

@@ -302,8 +302,10 @@ def _reference_rows(sweep: SweepConfig, teacher: Teacher, teacher_facts: dict, s
     timed = next(iter(speedups.values()), {})
     out = []
     for precision in sweep.references:
+        speed = {k: v for k, v in timed.get(f"base+{precision}", {}).items()
+                 if k not in ("ceiling", "fraction_of_ceiling")}  # RevMUX's ceiling means nothing for the base
         row = {"model_type": "base", "precision": precision, "combine_first": None, "compose_size": 1,
-               "adapter": None, **timed.get(f"base+{precision}", {})}
+               "adapter": None, **speed}
         if precision == "int8":
             path = save_dir / "teacher_int8.json"
             if not path.is_file():
