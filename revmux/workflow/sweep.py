@@ -209,12 +209,8 @@ def _train_cell(sweep: SweepConfig, cell: tuple[str, int, int], teacher: Teacher
     try:
         save_adapter(config, muxed, teacher, task, folder / "adapter", teacher_path, run_dir.new_run_id(),
                      teacher_run_id)
-        record = {"model_type": model_type, "combine_first": k, "compose_size": n, "adapter": str(folder / "adapter")}
-        for split in ("validation", "dev", "heldout"):  # the teacher's are measured once (teacher.json)
-            result = evaluate(muxed, teacher.head, splits[split], config.eval_batch_size or config.batch_size,
-                              pairings=config.pairings, seed=config.seed)
-            record[split], record[f"{split}_std"] = result["accuracy"], result["accuracy_std"]
-            record[f"{split}_accuracies"] = result["accuracies"]
+        record = {"model_type": model_type, "combine_first": k, "compose_size": n, "adapter": str(folder / "adapter"),
+                  **_accuracy(muxed, teacher, splits, config, config.pairings)}  # the teacher's: teacher.json
         record.update(trainable_parameters=sum(p.numel() for p in muxed.parameters() if p.requires_grad),
                       train_seconds=train_seconds, epochs_run=facts["epochs_run"], best_epoch=facts["best_epoch"],
                       validation_history=facts["validation_history"], pairings=config.pairings)
@@ -269,12 +265,14 @@ def _quantized(teacher: Teacher, adapter: str | None):
 
 
 def _accuracy(model, teacher: Teacher, splits: dict, config: RunConfig, pairings: int) -> dict:
+    """Mean, std and per-pairing accuracy of ``model`` on validation, dev and held-out (those present)."""
     record = {}
     for split in ("validation", "dev", "heldout"):
         if splits[split]:
             result = evaluate(model, teacher.head, splits[split], config.eval_batch_size or config.batch_size,
                               pairings=pairings, seed=config.seed)
             record[split], record[f"{split}_std"] = result["accuracy"], result["accuracy_std"]
+            record[f"{split}_accuracies"] = result["accuracies"]
     return record
 
 
