@@ -20,7 +20,7 @@ from revmux.train.cache import STORAGE_DTYPES
 from revmux.train.data import TASKS, DataError
 from revmux.tuner.config import DEMUX_AFTER, MUX_TYPES
 from revmux.workflow import RunConfig
-from revmux.workflow.config import CHAT_TEMPLATE
+from revmux.workflow.config import CHAT_TEMPLATE, LR_SCHEDULES
 
 TASK_NAMES = tuple(TASKS)
 USER_ERRORS = (RunError, DataError)
@@ -102,6 +102,15 @@ def _add_train_arguments(p: argparse.ArgumentParser, grid: bool = False) -> None
                    help="the task folder with train.tsv / dev.tsv (/ test.tsv) in GLUE format, or the GLUE root "
                         "holding it (SST-2/, RTE/, QNLI/, MRPC/); or use --train_file (default: none)")
     p.add_argument("--adapter_lr", type=float, default=d["adapter_lr"], help="the paper used 2e-5 with 50 epochs")
+    p.add_argument("--lr_schedule", default=d["lr_schedule"], choices=LR_SCHEDULES,
+                   help="the adapter's learning rate: 'plateau' halves it after every epoch without a better "
+                   "validation accuracy; 'linear' / 'cosine' decay it to 0 over --n_epochs after a 6%% warm-up")
+    p.add_argument("--warmup_epochs", type=float, default=d["warmup_epochs"],
+                   help="restoration warm-up: the first epochs train only λ InfoNCE + σ state distance + μ "
+                   "orthogonality, then the task loss joins")
+    p.add_argument("--train_head", action="store_true", default=argparse.SUPPRESS,
+                   help="also train a copy of the classification head, saved with the adapter "
+                   "(RevMuxConfig.train_head; encoders and classifier decoders)")
     p.add_argument("--save_dir", required=True, help="where the teacher, adapter, metrics and curves go")
     # Your own data (revmux.tables; docs/own-data.md), instead of --task_name/--data_dir.
     own = p.add_argument_group("your own data (instead of --task_name/--data_dir)")

@@ -115,11 +115,11 @@ def _eval_mode(model):
 
 def revmux_objective(tuner, model, head: ClassificationHead, inputs: dict, info_nce_weight: float = 0.5,
                      orthogonality_weight: float = 1.0, distill_weight: float = 0.0, distill_temperature: float = 2.0,
-                     state_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, dict]:
+                     state_weight: float = 0.0, task_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """The RevMUX loss of one batch: (loss, (B, C) logits, {term: value}).
 
-    L = CE + λ InfoNCE + μ orthogonality + δ KL(teacher class distribution || student's) + σ MSE(standardised read
-    states). With ``layer_k_states`` / ``teacher_readout`` / ``teacher_logits`` in ``inputs`` (``CachedExamples``),
+    L = τ (CE + δ KL(teacher class distribution || student's)) + λ InfoNCE + μ orthogonality + σ MSE(standardised
+    read states), τ = ``task_weight`` (0 during a restoration warm-up). With ``layer_k_states`` / ``teacher_readout`` / ``teacher_logits`` in ``inputs`` (``CachedExamples``),
     the forward starts from the cached layer-K states and the teacher terms compare with the cache; otherwise layers
     [0, K) run on every instance and the teacher runs un-multiplexed from the student's recorded layer-K states.
     """
@@ -136,7 +136,9 @@ def revmux_objective(tuner, model, head: ClassificationHead, inputs: dict, info_
     else:
         with tuner.recording() as recording:
             logits = head.logits(model, inputs)  # (B, C)
-    loss = ce = F.cross_entropy(logits, labels)
+    ce = F.cross_entropy(logits, labels)
+    # during a warm-up (τ = 0) the task terms are left out of the graph: no gradient, not even zeros, reaches the head
+    loss = task_weight * ce if task_weight else torch.zeros((), device=logits.device)
     parts = {"ce": ce.detach()}
     rows = torch.arange(len(labels), device=logits.device)
     positions = head.positions(inputs).to(logits.device)  # where the head read each instance
@@ -154,7 +156,8 @@ def revmux_objective(tuner, model, head: ClassificationHead, inputs: dict, info_
             raise ValueError("distill_weight > 0 needs the teacher's class logits: rebuild the prefix cache (it stores "
                              "them since cache format 3) or train with recompute_prefix.")
         parts["distill"] = distillation(logits, teacher_logits, distill_temperature)
-        loss = loss + distill_weight * parts["distill"]
+        if task_weight:
+            loss = loss + task_weight * distill_weight * parts["distill"]
     if state_weight:
         parts["state"] = state_distance(student, teacher.to(student.device), statistics)
         loss = loss + state_weight * parts["state"]
@@ -177,13 +180,15 @@ class RevMuxTrainer(Trainer):
         head: the family's ClassificationHead; it is also the data collator.
         info_nce_weight: λ (0 disables the teacher pass).
         orthogonality_weight: μ.
+        warmup_epochs: a restoration warm-up: for these first epochs the task terms (CE, distillation) are off; early
+            stopping waits until it ends.
     """
 
     loss_is_scaled_for_ga = False  # compute_loss returns a batch mean, not a sum over num_items_in_batch
 
     def __init__(self, *args, head: ClassificationHead, info_nce_weight: float = 0.5,
                  orthogonality_weight: float = 1.0, distill_weight: float = 0.0, distill_temperature: float = 2.0,
-                 state_weight: float = 0.0, validation=None, patience: int | None = None,
+                 state_weight: float = 0.0, warmup_epochs: float = 0.0, validation=None, patience: int | None = None,
                  validation_batch_size: int = 64, **kwargs):
         kwargs.setdefault("data_collator", head.collate)
         if validation is not None:
@@ -195,6 +200,7 @@ class RevMuxTrainer(Trainer):
         self.distill_weight, self.distill_temperature, self.state_weight = distill_weight, distill_temperature, \
             state_weight
         self.validation, self.patience, self.validation_batch_size = validation, patience, validation_batch_size
+        self.warmup_epochs = warmup_epochs
         self.best: dict = {"accuracy": None, "epoch": None, "weights": None}  # model selection on validation
         self.validation_history: list[dict] = []
         self._parts: dict[str, list[float]] = {}
@@ -209,7 +215,8 @@ class RevMuxTrainer(Trainer):
 
         loss, logits, parts = revmux_objective(tuner, model, self.head, inputs, self.info_nce_weight,
                                                self.orthogonality_weight, self.distill_weight,
-                                               self.distill_temperature, self.state_weight)
+                                               self.distill_temperature, self.state_weight,
+                                               task_weight=0.0 if self._warming_up() else 1.0)
         for name, value in parts.items():
             self._parts.setdefault(name, []).append(float(value.detach()))
         return (loss, {"logits": logits}) if return_outputs else loss
@@ -230,7 +237,8 @@ class RevMuxTrainer(Trainer):
         if self.best["accuracy"] is None or accuracy > self.best["accuracy"]:
             self.best = {"accuracy": accuracy, "epoch": epoch, "step": self.state.global_step,
                          "weights": _trained_weights(model)}
-        elif self.patience is not None and len(self.validation_history) - 1 - self._best_index() >= self.patience:
+        elif (self.patience is not None and not self._warming_up(epoch)
+              and len(self.validation_history) - 1 - self._best_index() >= self.patience):
             self.control.should_training_stop = True
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -260,6 +268,11 @@ class RevMuxTrainer(Trainer):
             if saved is not None:
                 self.best, self.validation_history = saved
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _warming_up(self, epoch: float | None = None) -> bool:
+        """Whether ``epoch`` (default: the current one, fractional) is inside the restoration warm-up."""
+        epoch = (self.state.epoch or 0.0) if epoch is None else epoch
+        return epoch < self.warmup_epochs - 1e-6
 
     def _best_index(self) -> int:
         return next(i for i, h in enumerate(self.validation_history) if h["step"] == self.best["step"])

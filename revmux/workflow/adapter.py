@@ -33,9 +33,15 @@ def train_adapter(config: RunConfig, teacher, head, train: list[Example], output
                                      mux_type=config.model_type, standardize=config.standardize,
                                      align_last_tokens=config.align_last_tokens, demux_after=config.demux_after,
                                      coupling_hidden_size=config.coupling_hidden_size,
-                                     demux_hidden_size=config.demux_hidden_size)
+                                     demux_hidden_size=config.demux_hidden_size, train_head=config.train_head)
     model = revmux.get_revmux_model(teacher, mux_config)
     facts: dict = {"prefix": "recompute" if config.recompute_prefix else "cached"}
+    args = training_arguments(config, output_dir, config.adapter_lr, config.n_epochs, validate=bool(validation),
+                              by_length=config.length_buckets and not config.recompute_prefix,
+                              lr_schedule=config.lr_schedule)
+    if not getattr(teacher, "hf_device_map", None):  # the Trainer's device (a GPU if there is one) also builds
+        # the prefix cache and the statistics
+        model.to(args.device)
     if config.standardize:  # statistics of the frozen backbone's states, from training inputs (no labels)
         model.base_model.calibrate(*feature_statistics(model, head, train))
     train_data, val_data = train, (validation or None)
@@ -50,12 +56,10 @@ def train_adapter(config: RunConfig, teacher, head, train: list[Example], output
         train_data = CachedExamples(train, caches[0], head)
         val_data = CachedExamples(validation, caches[1], head) if validation else None
         collate = train_data.collate
-    args = training_arguments(config, output_dir, config.adapter_lr, config.n_epochs, validate=val_data is not None,
-                          by_length=config.length_buckets and not config.recompute_prefix)
     trainer = RevMuxTrainer(model=model, args=args, train_dataset=train_data, head=head, data_collator=collate,
                             info_nce_weight=config.info_nce_weight, orthogonality_weight=config.orthogonality_weight,
                             distill_weight=config.distill_weight, distill_temperature=config.distill_temperature,
-                            state_weight=config.state_weight,
+                            state_weight=config.state_weight, warmup_epochs=config.warmup_epochs,
                             validation=val_data, patience=config.patience,
                             validation_batch_size=config.eval_batch_size or config.batch_size)
     resume = None

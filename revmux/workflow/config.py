@@ -13,6 +13,7 @@ from revmux.tuner.config import DEMUX_AFTER, MUX_TYPES
 
 HEADS = ("auto", "label_words", "classifier")  # how a decoder classifies (RunConfig.head)
 CHAT_TEMPLATE = ("auto", "on", "off")  # label-word prompts in the tokenizer's chat template (RunConfig.chat_template)
+LR_SCHEDULES = ("plateau", "linear", "cosine")  # the adapter's learning-rate schedule (RunConfig.lr_schedule)
 CALIBRATION_EXAMPLES = 64  # unlabeled training prompts that calibrate a zero-shot decoder's label words
 
 
@@ -31,6 +32,13 @@ class RunConfig:
     gradient_accumulation_steps: int = 1
     n_epochs: float = 30.0  # a cap: training stops earlier when validation accuracy stops improving (patience)
     adapter_lr: float = 1e-3
+    # "plateau": halve the rate after every epoch without a better validation accuracy; "linear" / "cosine": decay to 0
+    # over n_epochs after a 6 % warm-up (the best validation epoch is kept and patience applies either way)
+    lr_schedule: str = "plateau"
+    # restoration warm-up: for these first adapter epochs the loss is only λ InfoNCE + σ state distance + μ
+    # orthogonality (the demultiplexer learns to restore the teacher's states), then the task terms join
+    warmup_epochs: float = 0.0
+    train_head: bool = False  # RevMuxConfig.train_head: a trained copy of the classification head, saved per adapter
     teacher_dir: str | None = None  # a trained N = 1 teacher; None: train one (encoders), zero-shot (decoders)
     # a cap like n_epochs: the teacher keeps its best validation epoch and stops after `patience` epochs without a
     # better one (with validation_fraction 0 it runs teacher_epochs in full)
@@ -116,6 +124,8 @@ class RunConfig:
             raise RunError(f"chat_template must be one of {', '.join(CHAT_TEMPLATE)}, got {self.chat_template!r}.")
         if self.head not in HEADS:
             raise RunError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise RunError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}.")
         if self.cache_dtype not in STORAGE_DTYPES:
             raise RunError(f"cache_dtype must be one of {', '.join(STORAGE_DTYPES)}, got {self.cache_dtype!r}.")
         for name, low, optional in (("compose_size", 2, False), ("batch_size", 1, False),
@@ -132,7 +142,7 @@ class RunConfig:
         for name, positive in (("n_epochs", True), ("teacher_epochs", False), ("adapter_lr", False),
                                ("teacher_lr", False), ("info_nce_weight", False), ("orthogonality_weight", False),
                                ("distill_weight", False), ("distill_temperature", True), ("state_weight", False),
-                               ("cache_memory_mb", False)):
+                               ("cache_memory_mb", False), ("warmup_epochs", False)):
             value = getattr(self, name)
             if not _is_number(value) or value < 0 or (positive and value == 0):
                 raise RunError(f"{name} must be a number {'> 0' if positive else '>= 0'}, got {value!r}.")
@@ -140,8 +150,15 @@ class RunConfig:
             value = getattr(self, name)
             if not _is_number(value) or not (0 < value < 1 if low_open else 0 <= value < 1):
                 raise RunError(f"{name} must be a number in {'(0' if low_open else '[0'}, 1), got {value!r}.")
+        if self.warmup_epochs:
+            if self.warmup_epochs >= self.n_epochs:
+                raise RunError(f"warmup_epochs ({self.warmup_epochs}) must be below n_epochs ({self.n_epochs}): the "
+                               f"task loss starts after the warm-up.")
+            if not (self.info_nce_weight or self.state_weight):
+                raise RunError("warmup_epochs > 0 trains restoration alone, which needs info_nce_weight > 0 or "
+                               "state_weight > 0; set one, or warmup_epochs 0.")
         for name in ("recompute_prefix", "length_buckets", "standardize", "align_last_tokens", "resume",
-                     "save_checkpoints", "ignore_mismatched_sizes"):
+                     "save_checkpoints", "ignore_mismatched_sizes", "train_head"):
             if not isinstance(getattr(self, name), bool):
                 raise RunError(f"{name} must be True or False, got {getattr(self, name)!r}.")
 

@@ -11,14 +11,19 @@ from revmux.workflow.config import RunConfig
 
 
 def training_arguments(config: RunConfig, output_dir: Path, lr: float, epochs: float, validate: bool = False,
-                       by_length: bool = False, checkpoints: bool | None = None) -> tf.TrainingArguments:
-    """With validation, the learning rate is halved after every epoch that does not improve validation accuracy
-    (early stopping ends training after ``patience`` such epochs); without, it decays linearly after a 6 % warm-up.
-    A checkpoint is saved per epoch if ``checkpoints`` (default: ``config.save_checkpoints``)."""
+                       by_length: bool = False, checkpoints: bool | None = None,
+                       lr_schedule: str = "plateau") -> tf.TrainingArguments:
+    """``lr_schedule`` "plateau" (with validation): the learning rate is halved after every epoch that does not
+    improve validation accuracy; "linear" / "cosine", or no validation: it decays to 0 over ``epochs`` after a 6 %
+    warm-up (linear without validation). With validation, early stopping ends training after ``patience`` epochs
+    without a better accuracy. A checkpoint is saved per epoch if ``checkpoints`` (default:
+    ``config.save_checkpoints``)."""
     checkpoints = config.save_checkpoints if checkpoints is None else checkpoints
-    schedule = dict(lr_scheduler_type="reduce_lr_on_plateau", metric_for_best_model="accuracy",
-                    greater_is_better=True, lr_scheduler_kwargs={"mode": "max", "factor": 0.5, "patience": 0}) \
-        if validate else dict(lr_scheduler_type="linear", warmup_steps=0.06)
+    if validate and lr_schedule == "plateau":
+        schedule = dict(lr_scheduler_type="reduce_lr_on_plateau", metric_for_best_model="accuracy",
+                        greater_is_better=True, lr_scheduler_kwargs={"mode": "max", "factor": 0.5, "patience": 0})
+    else:
+        schedule = dict(lr_scheduler_type="linear" if lr_schedule == "plateau" else lr_schedule, warmup_steps=0.06)
     return tf.TrainingArguments(
         output_dir=str(output_dir), per_device_train_batch_size=config.batch_size, num_train_epochs=epochs,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
