@@ -14,7 +14,7 @@ from pathlib import Path
 def row(folder: Path) -> dict:
     metrics_file = folder / "metrics.json"
     if not metrics_file.is_file():
-        log = folder.with_suffix(".log")
+        log = folder.parent / f"{folder.name}.log"  # (row names hold dots: not with_suffix)
         seen = re.findall(r"epoch (\d+): validation accuracy ([\d.]+)", log.read_text()) if log.is_file() else []
         return {"row": folder.name, "finished": False, "validation": [float(a) for _, a in seen]}
     m = json.loads(metrics_file.read_text())

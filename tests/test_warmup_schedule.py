@@ -114,3 +114,12 @@ def test_cli_trains_a_head_copy_with_a_warm_up_and_saves_it(tmp_path):
     saved = load_file(str(save / "adapter" / "adapter_model.safetensors"))
     assert any("classifier" in k for k in saved)  # the head copy travels with the adapter
     assert json.loads((save / "adapter" / "adapter_config.json").read_text())["train_head"] is True
+
+
+@pytest.mark.parametrize("schedule, expected", [("plateau", 3), ("cosine", None), ("linear", None)])
+def test_early_stopping_is_for_the_plateau_schedule_only(tmp_path, schedule, expected):
+    from revmux.workflow.adapter import adapter_patience
+
+    config = RunConfig(task_name="sst-2", model_name="tiny-bert", data_dir=None, save_dir=str(tmp_path), patience=3,
+                       lr_schedule=schedule)
+    assert adapter_patience(config) == expected

@@ -23,7 +23,7 @@ def train_adapter(config: RunConfig, teacher, head, train: list[Example], output
     By default from cached layer-K states (``revmux.train.cache``; ``config.recompute_prefix`` runs layers [0, K)
     and the teacher every step instead), with length-bucketed batches that form new random groups every epoch.
     With ``validation`` examples, the adapter of the best validation epoch is kept and training stops after
-    ``config.patience`` epochs without improvement.
+    ``config.patience`` epochs without improvement (``adapter_patience``: the plateau schedule only).
 
     Returns:
         (the PeftModel, the trainer, {"prefix": "cached" | "recompute", "cache_seconds", "cache_mb", ...}).
@@ -60,7 +60,7 @@ def train_adapter(config: RunConfig, teacher, head, train: list[Example], output
                             info_nce_weight=config.info_nce_weight, orthogonality_weight=config.orthogonality_weight,
                             distill_weight=config.distill_weight, distill_temperature=config.distill_temperature,
                             state_weight=config.state_weight, warmup_epochs=config.warmup_epochs,
-                            validation=val_data, patience=config.patience,
+                            validation=val_data, patience=adapter_patience(config),
                             validation_batch_size=config.eval_batch_size or config.batch_size)
     resume = None
     if config.resume:
@@ -74,6 +74,12 @@ def train_adapter(config: RunConfig, teacher, head, train: list[Example], output
                  best_validation=trainer.best["accuracy"], best_epoch=trainer.best["epoch"],
                  validation_history=trainer.validation_history)
     return model, trainer, facts
+
+
+def adapter_patience(config: RunConfig) -> int | None:
+    """Early stopping applies to the plateau schedule; a linear or cosine schedule anneals over all of ``n_epochs``
+    (its best epochs come last, and stopping early would cut the annealing off), keeping the best epoch."""
+    return config.patience if config.lr_schedule == "plateau" else None
 
 
 def last_complete_checkpoint(output_dir: Path, remove_incomplete: bool = False) -> str | None:

@@ -33,7 +33,8 @@ class RunConfig:
     n_epochs: float = 30.0  # a cap: training stops earlier when validation accuracy stops improving (patience)
     adapter_lr: float = 1e-3
     # "plateau": halve the rate after every epoch without a better validation accuracy; "linear" / "cosine": decay to 0
-    # over n_epochs after a 6 % warm-up (the best validation epoch is kept and patience applies either way)
+    # over n_epochs after a 6 % warm-up, every epoch run (the best validation epoch is kept either way; patience
+    # applies to "plateau" only)
     lr_schedule: str = "plateau"
     # restoration warm-up: for these first adapter epochs the loss is only λ InfoNCE + σ state distance + μ
     # orthogonality (the demultiplexer learns to restore the teacher's states), then the task terms join
