@@ -20,7 +20,7 @@ from revmux.train.cache import STORAGE_DTYPES
 from revmux.train.data import TASKS, DataError
 from revmux.tuner.config import DEMUX_AFTER, MUX_TYPES
 from revmux.workflow import RunConfig
-from revmux.workflow.config import CHAT_TEMPLATE, LR_SCHEDULES
+from revmux.workflow.config import CHAT_TEMPLATE, LR_SCHEDULES, TRAIN_HEAD
 
 TASK_NAMES = tuple(TASKS)
 USER_ERRORS = (RunError, DataError)
@@ -87,8 +87,9 @@ def _add_train_arguments(p: argparse.ArgumentParser, grid: bool = False) -> None
         p.add_argument("--model_type", default=d["model_type"], choices=MUX_TYPES, help=mux_help)
     p.add_argument("--batch_size", type=int, default=d["batch_size"], help="training batch size (instances)")
     p.add_argument("--n_epochs", type=float, default=d["n_epochs"],
-                   help="the most adapter epochs; training stops earlier once validation accuracy stops improving "
-                        "(--patience)")
+                   help="adapter epochs: the length of the cosine/linear schedule, every epoch run; with "
+                        "--lr_schedule plateau a cap, training stops earlier after --patience epochs without a better "
+                        "validation accuracy")
     if grid:
         p.add_argument("--combine_first", type=_int_list, required=True,
                        help="the K of the grid, comma-separated (e.g. 2,3,4): layers run per instance before mixing")
@@ -109,9 +110,10 @@ def _add_train_arguments(p: argparse.ArgumentParser, grid: bool = False) -> None
     p.add_argument("--warmup_epochs", type=float, default=d["warmup_epochs"],
                    help="restoration warm-up: the first epochs train only λ InfoNCE + σ state distance + μ "
                    "orthogonality, then the task loss joins")
-    p.add_argument("--train_head", action="store_true", default=argparse.SUPPRESS,
-                   help="also train a copy of the classification head, saved with the adapter "
-                   "(RevMuxConfig.train_head; encoders and classifier decoders)")
+    p.add_argument("--train_head", nargs="?", const="on", default=d["train_head"], choices=TRAIN_HEAD,
+                   help="also train a copy of the classification head, saved with the adapter (RevMuxConfig."
+                   "train_head; a bare --train_head is 'on'); 'auto': when the model has one (encoders, classifier "
+                   "decoders; not label-word decoders or T5)")
     p.add_argument("--save_dir", required=True, help="where the teacher, adapter, metrics and curves go")
     # Your own data (revmux.tables; docs/own-data.md), instead of --task_name/--data_dir.
     own = p.add_argument_group("your own data (instead of --task_name/--data_dir)")
@@ -145,7 +147,8 @@ def _add_train_arguments(p: argparse.ArgumentParser, grid: bool = False) -> None
     p.add_argument("--info_nce_weight", type=float, default=d["info_nce_weight"], help="λ")
     p.add_argument("--orthogonality_weight", type=float, default=d["orthogonality_weight"], help="μ")
     p.add_argument("--distill_weight", type=float, default=d["distill_weight"],
-                   help="δ: KL from the teacher's class distribution (calibrated label words for zero-shot decoders)")
+                   help="δ: KL from the teacher's class distribution at --distill_temperature (calibrated label "
+                   "words for zero-shot decoders)")
     p.add_argument("--distill_temperature", type=float, default=d["distill_temperature"], help="its temperature")
     p.add_argument("--state_weight", type=float, default=d["state_weight"],
                    help="σ: squared distance to the teacher's states where the head reads (standardised with "

@@ -79,6 +79,23 @@ def test_cache_is_keyed_by_model_data_k_and_max_length_and_reused(tmp_path):
     assert json.loads((paths["storage"] / "meta.json").read_text())["storage"] == "bfloat16"
 
 
+def test_a_trained_head_copy_shares_the_teachers_cache(tmp_path):
+    """train_head=True wraps the head (PEFT's ModulesToSaveWrapper renames its weights); the cache reads the teacher's
+    head, so an adapter with and one without a head copy on the same teacher share one cache."""
+    tokenizer = tiny_tokenizer()
+    teacher = tiny_model("tiny-bert", len(tokenizer)).requires_grad_(False)
+    plain = revmux.get_revmux_model(teacher, revmux.RevMuxConfig(compose_size=2, combine_first=2)).eval()
+    head = head_for(plain, tokenizer, TASKS["sst-2"], max_length=16)
+    first = PrefixCache.build(plain, head, EXAMPLES, tmp_path, progress=False)
+    plain.unload()
+    with_head = revmux.get_revmux_model(teacher, revmux.RevMuxConfig(compose_size=2, combine_first=2,
+                                                                     train_head=True)).eval()
+    assert any(".modules_to_save." in n for n, _ in with_head.named_parameters())
+    again = PrefixCache.build(with_head, head, EXAMPLES, tmp_path, progress=False)
+    assert again.path == first.path
+    assert torch.equal(again.states, first.states) and torch.equal(again.teacher_logits, first.teacher_logits)
+
+
 def test_cache_over_the_memory_budget_is_memory_mapped(tmp_path):
     model, tokenizer = _muxed("tiny-bert")
     head = head_for(model, tokenizer, TASKS["sst-2"], max_length=16)

@@ -19,15 +19,23 @@ def _train_one_step(model, batch):
     return model.eval()
 
 
+@pytest.mark.parametrize("train_head", [False, True])
 @pytest.mark.parametrize("name", ["bert-seqcls", "llama-seqcls"])
-def test_seq_cls_head_is_frozen_and_unload_gives_back_the_base_bit_for_bit(name):
+def test_seq_cls_head_is_frozen_and_unload_gives_back_the_base_bit_for_bit(name, train_head):
+    """Without train_head the head is frozen; with it a copy trains, and either way a disabled adapter and unload()
+    give back the base model bit for bit (PEFT's own unload would keep a trained ``modules_to_save`` copy)."""
     base = make_model(name)
     original = copy.deepcopy(base)
     batch = make_batch(name, batch_size=4)
-    model = get_peft_model(base, revmux.RevMuxConfig(task_type="SEQ_CLS", compose_size=2, combine_first=2))
-    assert not any(isinstance(m, ModulesToSaveWrapper) for m in model.modules())
-    assert all("revmux_mux" in n for n, p in model.named_parameters() if p.requires_grad)
+    model = get_peft_model(base, revmux.RevMuxConfig(task_type="SEQ_CLS", compose_size=2, combine_first=2,
+                                                     train_head=train_head))
+    assert any(isinstance(m, ModulesToSaveWrapper) for m in model.modules()) is train_head
+    assert all("revmux_mux" in n or (train_head and ".modules_to_save." in n)
+               for n, p in model.named_parameters() if p.requires_grad)
     _train_one_step(model, batch)
+    if train_head:
+        head = model.base_model.model.score if name.startswith("llama") else model.base_model.model.classifier
+        assert not torch.equal(head.modules_to_save["default"].weight, head.original_module.weight)
     with model.disable_adapter():
         assert torch.equal(logits(model, batch), logits(original, batch))
     unloaded = model.unload()

@@ -45,7 +45,7 @@ def test_early_stopping_keeps_the_best_validation_epoch(tmp_path):
     head = head_for(teacher, tokenizer, TASKS["sst-2"])
     # learning rate 0: validation accuracy never improves after the first epoch, so patience 1 stops after epoch 2
     config = RunConfig(task_name="sst-2", model_name="tiny-bert", data_dir="", save_dir=str(tmp_path), batch_size=16,
-                       n_epochs=10, adapter_lr=0.0, patience=1, save_checkpoints=False,
+                       n_epochs=10, adapter_lr=0.0, patience=1, lr_schedule="plateau", save_checkpoints=False,
                        cache_dir=str(tmp_path / "cache"))
     muxed, trainer, facts = train_adapter(config, teacher, head, data["train"][:64], tmp_path / "adapter",
                                           validation=data["train"][64:])

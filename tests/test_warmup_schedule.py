@@ -94,7 +94,7 @@ def test_lr_schedule_reaches_the_trainer(tmp_path, schedule, expected):
     (dict(warmup_epochs=3.0, n_epochs=3.0), "warmup_epochs .* must be below n_epochs"),
     (dict(warmup_epochs=1.0, info_nce_weight=0.0), "needs info_nce_weight > 0 or state_weight > 0"),
     (dict(warmup_epochs=-1.0), "warmup_epochs must be a number >= 0"),
-    (dict(train_head="yes"), "train_head must be True or False"),
+    (dict(train_head="yes"), "train_head must be one of auto, on, off"),
 ])
 def test_bad_lever_values_are_named(tmp_path, fields, message):
     with pytest.raises(RunError, match=message):
@@ -109,7 +109,7 @@ def test_cli_trains_a_head_copy_with_a_warm_up_and_saves_it(tmp_path):
                      "--lr_schedule", "cosine", "--state_weight", "1")
     metrics = json.loads((save / "metrics.json").read_text())
     config = metrics["config"]
-    assert (config["lr_schedule"], config["warmup_epochs"], config["train_head"]) == ("cosine", 1.0, True)
+    assert (config["lr_schedule"], config["warmup_epochs"], config["train_head"]) == ("cosine", 1.0, "on")
     assert [h["epoch"] for h in metrics["training"]["validation_history"]] == [1.0, 2.0]
     saved = load_file(str(save / "adapter" / "adapter_model.safetensors"))
     assert any("classifier" in k for k in saved)  # the head copy travels with the adapter
@@ -123,3 +123,32 @@ def test_early_stopping_is_for_the_plateau_schedule_only(tmp_path, schedule, exp
     config = RunConfig(task_name="sst-2", model_name="tiny-bert", data_dir=None, save_dir=str(tmp_path), patience=3,
                        lr_schedule=schedule)
     assert adapter_patience(config) == expected
+
+
+@pytest.mark.parametrize("model, setting, expected", [
+    ("tiny-bert", "auto", True), ("tiny-bert", "off", False), ("tiny-bert", "on", True),
+    ("tiny-llama", "auto", False),  # a label-word decoder: its LM head reads the label words
+    ("tiny-llama-classifier", "auto", True), ("tiny-t5", "auto", False),
+])
+def test_train_head_auto_trains_a_copy_where_there_is_a_classification_head(tmp_path, model, setting, expected):
+    from revmux.workflow.adapter import trains_head
+
+    config = RunConfig(task_name="sst-2", model_name="tiny-bert", data_dir=None, save_dir=str(tmp_path),
+                       train_head=setting)
+    if model == "tiny-llama-classifier":
+        from transformers import LlamaForSequenceClassification
+
+        teacher = LlamaForSequenceClassification(tiny_model("tiny-llama", 64).config)
+    else:
+        teacher = tiny_model(model, 64)
+    assert trains_head(config, teacher) is expected
+
+
+@pytest.mark.parametrize("model", ["tiny-llama", "tiny-t5"])
+def test_train_head_on_without_a_classification_head_is_named(tmp_path, model):
+    from revmux.workflow.adapter import trains_head
+
+    config = RunConfig(task_name="sst-2", model_name="tiny-bert", data_dir=None, save_dir=str(tmp_path),
+                       train_head="on")
+    with pytest.raises(RunError, match="has no classification head .* use --train_head auto or off"):
+        trains_head(config, tiny_model(model, 64))

@@ -40,7 +40,8 @@ TEACHER_FILE = "teacher.safetensors"
 def model_fingerprint(model) -> str:
     """A hash of the model's class, attention implementation and weights (names, shapes and a strided sample of every
     tensor). The config's bookkeeping (its path, versions) is left out, so a teacher saved and loaded again keeps its
-    cache."""
+    cache; so are the adapters, a trained head copy included (``train_head``: the teacher's head is what the cache
+    reads)."""
     hf = unwrap(model)
     h = hashlib.sha256(type(hf).__name__.encode())
     config = hf.config.get_text_config()
@@ -48,8 +49,9 @@ def model_fingerprint(model) -> str:
                 "position_embedding_type"):  # what changes a forward besides the weights
         h.update(f"{key}={getattr(config, key, None)}".encode())
     for name, p in hf.named_parameters():
-        if "revmux_" in name:
+        if "revmux_" in name or ".modules_to_save." in name:  # adapter weights; a train_head copy (PEFT's wrapper)
             continue
+        name = name.replace(".original_module.", ".")  # the wrapped head is the teacher's: the same cache
         flat = p.detach().reshape(-1)
         sample = flat[:: max(1, flat.numel() // 64)][:64].float().cpu()
         h.update(name.encode())

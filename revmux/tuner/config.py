@@ -103,9 +103,10 @@ class RevMuxConfig(PeftConfig):
     )
     train_head: bool = field(
         default=False,
-        metadata={"help": "Also train (and save) the model's classification head (`classifier` / `score`). Default "
-                          "False: the head stays the teacher's and reads the restored states, so unload() gives back "
-                          "the base model unchanged. (RevMuxConfig has no `modules_to_save`: with it, PEFT would "
+        metadata={"help": "Also train (and save) a copy of the model's classification head (`classifier` / "
+                          "`score`), which reads the restored states; the teacher's own head is kept, so a disabled "
+                          "adapter and unload() give back the base model unchanged. Default False: the teacher's head "
+                          "reads the restored states. (RevMuxConfig has no `modules_to_save`: with it, PEFT would "
                           "train the head of every SEQ_CLS model.)"},
     )
 

@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import torch
 from peft.tuners.tuners_utils import BaseTuner
-from peft.utils.other import _set_trainable
+from peft.utils.other import ModulesToSaveWrapper, _set_trainable
 from torch import nn
 
 from .architectures import MuxPlan, ReadMode, check_attention_supported, plan_injection, sequence_classifier_reads
@@ -34,6 +34,12 @@ HEAD_MODULE_NAMES = ("classifier", "score")
 
 # Module names inside the multiplexers: PEFT's save filter drops keys that contain ".<other adapter name>.".
 RESERVED_ADAPTER_NAMES = MULTIPLEXER_MODULE_NAMES
+
+
+def has_classification_head(model: nn.Module) -> bool:
+    """Whether ``model`` has a module named like a classification head (``HEAD_MODULE_NAMES``), the one
+    ``train_head=True`` copies; a label-word decoder (its LM head reads the label words) has none."""
+    return any(name.rpartition(".")[2] in HEAD_MODULE_NAMES for name, _ in model.named_modules())
 
 
 class RevMuxModel(BaseTuner):
@@ -97,8 +103,7 @@ class RevMuxModel(BaseTuner):
         Raises:
             ValueError: if the model has no module named like a classification head.
         """
-        names = [name for name, _ in model.named_modules() if name.rpartition(".")[2] in HEAD_MODULE_NAMES]
-        if not names:
+        if not has_classification_head(model):
             raise ValueError(f"train_head=True, but {type(model).__name__} has no classification head (a module named "
                              f"{' or '.join(HEAD_MODULE_NAMES)}). Use train_head=False.")
         _set_trainable(model, adapter_name, module_names=list(HEAD_MODULE_NAMES), inference_mode=config.inference_mode)
@@ -224,7 +229,19 @@ class RevMuxModel(BaseTuner):
             raise ValueError(MERGE_ERROR)
         for hook in [*self._hooks, *self._norm_hooks.values()]:
             hook.remove()
+        self._restore_heads()
         return super()._unload_and_optionally_merge(merge=False, progressbar=progressbar, adapter_names=adapter_names)
+
+    def _restore_heads(self) -> None:
+        """Put the base model's own head back where train_head=True wrapped it. (PEFT's unload keeps the trained copy
+        of a ``modules_to_save`` module; RevMUX's copy was trained on demultiplexed states and belongs to the
+        adapter, so the base model comes back unchanged.)"""
+        wrapped = [(name, module) for name, module in self.model.named_modules()
+                   if isinstance(module, ModulesToSaveWrapper) and name.rpartition(".")[2] in HEAD_MODULE_NAMES]
+        for name, wrapper in wrapped:
+            parent_name, _, child = name.rpartition(".")
+            setattr(self.model.get_submodule(parent_name) if parent_name else self.model, child,
+                    wrapper.original_module)
 
     def generate(self, *args, **kwargs):
         """Greedy or sampled generation; beam search is rejected (beams would be multiplexed with each other).

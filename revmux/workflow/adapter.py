@@ -8,10 +8,12 @@ import time
 from pathlib import Path
 
 import revmux
+from revmux.errors import RunError
 from revmux.run_dir import is_main_process
 from revmux.train.cache import CachedExamples, PrefixCache, feature_statistics
 from revmux.train.data import Example
 from revmux.train.trainer import RevMuxTrainer
+from revmux.tuner.model import HEAD_MODULE_NAMES, has_classification_head
 from revmux.workflow.config import RunConfig
 from revmux.workflow.schedule import training_arguments
 
@@ -33,7 +35,8 @@ def train_adapter(config: RunConfig, teacher, head, train: list[Example], output
                                      mux_type=config.model_type, standardize=config.standardize,
                                      align_last_tokens=config.align_last_tokens, demux_after=config.demux_after,
                                      coupling_hidden_size=config.coupling_hidden_size,
-                                     demux_hidden_size=config.demux_hidden_size, train_head=config.train_head)
+                                     demux_hidden_size=config.demux_hidden_size,
+                                     train_head=trains_head(config, teacher))
     model = revmux.get_revmux_model(teacher, mux_config)
     facts: dict = {"prefix": "recompute" if config.recompute_prefix else "cached"}
     args = training_arguments(config, output_dir, config.adapter_lr, config.n_epochs, validate=bool(validation),
@@ -74,6 +77,23 @@ def train_adapter(config: RunConfig, teacher, head, train: list[Example], output
                  best_validation=trainer.best["accuracy"], best_epoch=trainer.best["epoch"],
                  validation_history=trainer.validation_history)
     return model, trainer, facts
+
+
+def trains_head(config: RunConfig, teacher) -> bool:
+    """``config.train_head`` resolved for this teacher: "auto" trains a head copy when there is a classification head.
+
+    Raises:
+        RunError: for "on" with a model that has no classification head (a label-word decoder, T5).
+    """
+    if config.train_head == "off":
+        return False
+    if has_classification_head(teacher):
+        return True
+    if config.train_head == "on":
+        raise RunError(f"--train_head on: {type(teacher).__name__} has no classification head (a module named "
+                       f"{' or '.join(HEAD_MODULE_NAMES)}; a label-word decoder reads its LM head instead); use "
+                       f"--train_head auto or off.")
+    return False
 
 
 def adapter_patience(config: RunConfig) -> int | None:

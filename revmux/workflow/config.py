@@ -13,7 +13,8 @@ from revmux.tuner.config import DEMUX_AFTER, MUX_TYPES
 
 HEADS = ("auto", "label_words", "classifier")  # how a decoder classifies (RunConfig.head)
 CHAT_TEMPLATE = ("auto", "on", "off")  # label-word prompts in the tokenizer's chat template (RunConfig.chat_template)
-LR_SCHEDULES = ("plateau", "linear", "cosine")  # the adapter's learning-rate schedule (RunConfig.lr_schedule)
+LR_SCHEDULES = ("plateau", "linear", "cosine")
+TRAIN_HEAD = ("auto", "on", "off")  # a trained copy of the classification head (RunConfig.train_head)  # the adapter's learning-rate schedule (RunConfig.lr_schedule)
 CALIBRATION_EXAMPLES = 64  # unlabeled training prompts that calibrate a zero-shot decoder's label words
 
 
@@ -39,7 +40,9 @@ class RunConfig:
     # restoration warm-up: for these first adapter epochs the loss is only λ InfoNCE + σ state distance + μ
     # orthogonality (the demultiplexer learns to restore the teacher's states), then the task terms join
     warmup_epochs: float = 0.0
-    train_head: bool = False  # RevMuxConfig.train_head: a trained copy of the classification head, saved per adapter
+    # RevMuxConfig.train_head, a trained copy of the classification head saved with the adapter: "on", "off", or
+    # "auto" (on when the model has a classification head: encoders, classifier decoders; not label words, not T5)
+    train_head: str = "auto"
     teacher_dir: str | None = None  # a trained N = 1 teacher; None: train one (encoders), zero-shot (decoders)
     # a cap like n_epochs: the teacher keeps its best validation epoch and stops after `patience` epochs without a
     # better one (with validation_fraction 0 it runs teacher_epochs in full)
@@ -127,6 +130,8 @@ class RunConfig:
             raise RunError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}.")
         if self.lr_schedule not in LR_SCHEDULES:
             raise RunError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}.")
+        if self.train_head not in TRAIN_HEAD:
+            raise RunError(f"train_head must be one of {', '.join(TRAIN_HEAD)}, got {self.train_head!r}.")
         if self.cache_dtype not in STORAGE_DTYPES:
             raise RunError(f"cache_dtype must be one of {', '.join(STORAGE_DTYPES)}, got {self.cache_dtype!r}.")
         for name, low, optional in (("compose_size", 2, False), ("batch_size", 1, False),
@@ -159,7 +164,7 @@ class RunConfig:
                 raise RunError("warmup_epochs > 0 trains restoration alone, which needs info_nce_weight > 0 or "
                                "state_weight > 0; set one, or warmup_epochs 0.")
         for name in ("recompute_prefix", "length_buckets", "standardize", "align_last_tokens", "resume",
-                     "save_checkpoints", "ignore_mismatched_sizes", "train_head"):
+                     "save_checkpoints", "ignore_mismatched_sizes"):
             if not isinstance(getattr(self, name), bool):
                 raise RunError(f"{name} must be True or False, got {getattr(self, name)!r}.")
 
