@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/convergence}
 TEACHER=${TEACHER:-$OUT/teacher}
 COMMON=(--task_name mr --model_name minilm --data_dir data/mr --combine_first 3 --n_epochs 12 --batch_size 32
-        --eval_batch_size 64 --no_checkpoints)
+        --eval_batch_size 64 --no_checkpoints --lr_schedule plateau --distill_weight 0 --train_head off)
 mkdir -p "$OUT"
 if [ ! -f "$TEACHER/config.json" ]; then  # the teacher: MiniLM fine-tuned 1 epoch (as in the demo), saved by a first run
   revmux train "${COMMON[@]}" --model_type revmux --compose_size 2 --save_dir "$OUT/first" > "$OUT/first.log" 2>&1

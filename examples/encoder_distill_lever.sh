@@ -10,7 +10,7 @@ N=${1:-2}
 DATA=${DATA:-$(python -c "from revmux import assets; print(assets.fetch_mr())")}
 for weight in 0 0.3; do
   revmux sweep --model_name minilm --task_name mr --data_dir "$DATA" --save_dir "runs/lever-distill${weight}-n${N}" \
-    --teacher_dir "${TEACHER:-runs/demo/teacher}" --combine_first 3 --compose_size "$N" --patience 2 --n_epochs 3 \
+    --teacher_dir "${TEACHER:-runs/demo/teacher}" --combine_first 3 --compose_size "$N" --patience 2 --n_epochs 3 --lr_schedule plateau --train_head off \
     --pairings 3 --recommend_pairings 10 --max_drop 100 --eval_batch_size 64 --bench_repeats 3 \
     --distill_weight "$weight"
 done

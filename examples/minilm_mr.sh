@@ -4,7 +4,7 @@
 set -euo pipefail
 DATA=${DATA_DIR:-$(python -c "from revmux import assets; print(assets.fetch_mr())")}  # <cache>/data/mr
 common=(--task_name mr --model_name minilm --data_dir "$DATA" --combine_first 3 --max_length 64 --batch_size 32
-        --adapter_lr 1e-3 --no_checkpoints)
+        --adapter_lr 1e-3 --no_checkpoints --lr_schedule plateau --distill_weight 0 --train_head off)
 revmux train "${common[@]}" --model_type revmux --compose_size 2 --n_epochs 2 --teacher_epochs 1 \
   --save_dir runs/mr/minilm_revmux_n2
 for type in revmux ora adapter; do

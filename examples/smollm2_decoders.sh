@@ -10,7 +10,7 @@ OUT=${OUT:-runs/smollm2_decoders}
 mkdir -p "$OUT"
 common=(--task_name mr --model_name smollm2 --data_dir "$DATA" --batch_size 16 --max_length 96
         --max_train_examples 640 --max_eval_examples 200 --n_epochs 3 --pairings "${PAIRINGS:-2}"
-        --no_checkpoints --no_speedup --standardize)
+        --no_checkpoints --no_speedup --standardize --lr_schedule plateau --distill_weight 0 --train_head off)
 distil=(--state_weight 1.0 --distill_weight 1.0)
 for row in ${ROWS:-words_aligned words_distil words_k28 classifier_n2 classifier_n2_8ep classifier_n4}; do
   case $row in

@@ -11,7 +11,7 @@ for variant in ${VARIANTS:-plain standardize}; do
   extra=(); [ "$variant" = standardize ] && extra=(--standardize)
   revmux train --task_name mr --model_name smollm2 --data_dir data/mr --compose_size 2 --combine_first 15 \
     --batch_size 16 --max_length 96 --max_train_examples 320 --validation_fraction 0.2 --n_epochs 3 --patience 3 \
-    --max_eval_examples 100 --pairings 2 --no_checkpoints --no_speedup "${extra[@]}" --save_dir "$OUT/$variant" \
+    --max_eval_examples 100 --pairings 2 --no_checkpoints --no_speedup --lr_schedule plateau --distill_weight 0 --train_head off "${extra[@]}" --save_dir "$OUT/$variant" \
     > "$OUT/$variant.log" 2>&1
 done
 for variant in ${VARIANTS:-plain standardize}; do

@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 run() {  # NAME "EXTRA ARGS": the later --combine_first etc. override the common ones
   # shellcheck disable=SC2086
   OMP_NUM_THREADS=1 revmux train --task_name mr --model_name minilm --data_dir data/mr --combine_first 3 \
-    --n_epochs 12 --batch_size 32 --eval_batch_size 64 --no_checkpoints --teacher_dir "$TEACHER" \
+    --n_epochs 12 --batch_size 32 --eval_batch_size 64 --no_checkpoints --lr_schedule plateau --distill_weight 0 --train_head off --teacher_dir "$TEACHER" \
     --model_type revmux --compose_size 2 --pairings "$PAIRINGS" $2 --save_dir "$OUT/$1" > "$OUT/$1.log" 2>&1
 }
 while [ $# -ge 2 ]; do
