@@ -31,12 +31,12 @@ class RunConfig:
     combine_first: int | None = None
     batch_size: int = 32
     gradient_accumulation_steps: int = 1
-    n_epochs: float = 30.0  # a cap: training stops earlier when validation accuracy stops improving (patience)
+    n_epochs: float = 10.0  # the cosine schedule's length (with "plateau", a cap: patience stops training earlier)
     adapter_lr: float = 1e-3
     # "plateau": halve the rate after every epoch without a better validation accuracy; "linear" / "cosine": decay to 0
     # over n_epochs after a 6 % warm-up, every epoch run (the best validation epoch is kept either way; patience
     # applies to "plateau" only)
-    lr_schedule: str = "plateau"
+    lr_schedule: str = "cosine"
     # restoration warm-up: for these first adapter epochs the loss is only λ InfoNCE + σ state distance + μ
     # orthogonality (the demultiplexer learns to restore the teacher's states), then the task terms join
     warmup_epochs: float = 0.0
@@ -51,7 +51,7 @@ class RunConfig:
     max_length: int = TRAINING_MAX_LENGTH
     info_nce_weight: float = 0.5
     orthogonality_weight: float = 1.0
-    distill_weight: float = 0.0  # δ: KL to the teacher's class distribution (revmux.train.losses.distillation)
+    distill_weight: float = 0.3  # δ: KL to the teacher's class distribution (revmux.train.losses.distillation)
     distill_temperature: float = 2.0
     state_weight: float = 0.0  # σ: MSE to the teacher's (standardised) states where the head reads
     seed: int = 0
