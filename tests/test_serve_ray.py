@@ -55,8 +55,11 @@ def server(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     source = ModelSource(adapter_dir=str(adapter))
+    # remainder "composite": every answer is MuxClassifier's (the identity makes it exact). The router's queue holds
+    # every concurrent client of these tests: with the default (2 batches, 16) a loaded machine answered some of 32
+    # clients with the overload 503 before the replica reported its capacity (overload has its own test below).
     options = ServerOptions(compose_size=2, max_batch_size=8, batch_wait_timeout_s=0.01, num_cpus=0.25, threads=2,
-                            remainder="composite")  # every answer is MuxClassifier's (the identity makes it exact)
+                            remainder="composite", max_queued_requests=128)
     app.start({"/mux": app.build_app(source, options, "mux")}, port=port, num_cpus=2)
     expected = MuxClassifier.from_pretrained(adapter)
     yield {"url": f"http://127.0.0.1:{port}", "adapter": str(adapter), "classifier": expected, "options": options}
