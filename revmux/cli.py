@@ -105,8 +105,8 @@ def _add_train_arguments(p: argparse.ArgumentParser, grid: bool = False) -> None
     p.add_argument("--adapter_lr", type=float, default=d["adapter_lr"], help="the paper used 2e-5 with 50 epochs")
     p.add_argument("--lr_schedule", default=d["lr_schedule"], choices=LR_SCHEDULES,
                    help="the adapter's learning rate: 'plateau' halves it after every epoch without a better "
-                   "validation accuracy, and --patience stops training; 'linear' / 'cosine' decay it to 0 over --n_epochs after a "
-                   "6%% warm-up and run every epoch; the best validation epoch is kept either way")
+                   "validation accuracy, and --patience stops training; 'linear' / 'cosine' decay it to 0 over "
+                   "--n_epochs after a 6%% warm-up and run every epoch; the best validation epoch is kept either way")
     p.add_argument("--warmup_epochs", type=float, default=d["warmup_epochs"],
                    help="restoration warm-up: the first epochs train only λ InfoNCE + σ state distance + μ "
                    "orthogonality, then the task loss joins")

@@ -119,9 +119,10 @@ def revmux_objective(tuner, model, head: ClassificationHead, inputs: dict, info_
     """The RevMUX loss of one batch: (loss, (B, C) logits, {term: value}).
 
     L = τ (CE + δ KL(teacher class distribution || student's)) + λ InfoNCE + μ orthogonality + σ MSE(standardised
-    read states), τ = ``task_weight`` (0 during a restoration warm-up). With ``layer_k_states`` / ``teacher_readout`` / ``teacher_logits`` in ``inputs`` (``CachedExamples``),
-    the forward starts from the cached layer-K states and the teacher terms compare with the cache; otherwise layers
-    [0, K) run on every instance and the teacher runs un-multiplexed from the student's recorded layer-K states.
+    read states), τ = ``task_weight`` (0 during a restoration warm-up). With ``layer_k_states`` /
+    ``teacher_readout`` / ``teacher_logits`` in ``inputs`` (``CachedExamples``), the forward starts from the cached
+    layer-K states and the teacher terms compare with the cache; otherwise layers [0, K) run on every instance and the
+    teacher runs un-multiplexed from the student's recorded layer-K states.
     """
     labels = inputs["labels"]
     teacher = teacher_logits = None
@@ -138,7 +139,7 @@ def revmux_objective(tuner, model, head: ClassificationHead, inputs: dict, info_
             logits = head.logits(model, inputs)  # (B, C)
     ce = F.cross_entropy(logits, labels)
     # during a warm-up (τ = 0) the task terms are left out of the graph: no gradient, not even zeros, reaches the head
-    loss = task_weight * ce if task_weight else torch.zeros((), device=logits.device)
+    loss = task_weight * ce if task_weight else ce.new_zeros(())
     parts = {"ce": ce.detach()}
     rows = torch.arange(len(labels), device=logits.device)
     positions = head.positions(inputs).to(logits.device)  # where the head read each instance

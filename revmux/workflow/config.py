@@ -13,8 +13,8 @@ from revmux.tuner.config import DEMUX_AFTER, MUX_TYPES
 
 HEADS = ("auto", "label_words", "classifier")  # how a decoder classifies (RunConfig.head)
 CHAT_TEMPLATE = ("auto", "on", "off")  # label-word prompts in the tokenizer's chat template (RunConfig.chat_template)
-LR_SCHEDULES = ("plateau", "linear", "cosine")
-TRAIN_HEAD = ("auto", "on", "off")  # a trained copy of the classification head (RunConfig.train_head)  # the adapter's learning-rate schedule (RunConfig.lr_schedule)
+LR_SCHEDULES = ("plateau", "linear", "cosine")  # the adapter's learning-rate schedule (RunConfig.lr_schedule)
+TRAIN_HEAD = ("auto", "on", "off")  # a trained copy of the classification head (RunConfig.train_head)
 CALIBRATION_EXAMPLES = 64  # unlabeled training prompts that calibrate a zero-shot decoder's label words
 
 
