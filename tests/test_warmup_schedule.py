@@ -44,7 +44,8 @@ def test_warm_up_loss_is_the_objective_without_its_task_terms():
 
 
 def _head_weights(model) -> torch.Tensor:
-    (weight,) = [p for n, p in model.named_parameters() if "classifier" in n and n.endswith("weight") and p.requires_grad]
+    (weight,) = [p for n, p in model.named_parameters()
+                 if "classifier" in n and n.endswith("weight") and p.requires_grad]
     return weight.detach().clone()
 
 
