@@ -19,6 +19,7 @@ from revmux.errors import RunError
 from revmux.train.cache import STORAGE_DTYPES
 from revmux.train.data import TASKS, DataError
 from revmux.tuner.config import DEMUX_AFTER, MUX_TYPES
+from revmux.tuner.mux import COMPOSITES
 from revmux.workflow import RunConfig
 from revmux.workflow.config import CHAT_TEMPLATE, LR_SCHEDULES, TRAIN_HEAD
 
@@ -195,6 +196,11 @@ def _add_train_arguments(p: argparse.ArgumentParser, grid: bool = False) -> None
                    help="where the demultiplexer restores the instances: after the decoder's final norm (the head "
                    "reads them directly, as in the paper) or after the last layer (the final norm runs on them); "
                    "'auto': final_norm for decoders (RevMuxConfig.demux_after)")
+    p.add_argument("--composite", default=d["composite"], choices=("auto", *COMPOSITES),
+                   help="where the multiplexer writes the N slots: 'blocks', raw feature blocks (the paper's); "
+                   "'basis', each slot in its own share of the principal directions of the layer-K states, in place "
+                   "(calibrated on the training inputs); 'auto': the family's measured default "
+                   "(RevMuxConfig.composite)")
     p.add_argument("--coupling_hidden_size", type=int, default=None,
                    help="inner width of F_n (default: the hidden size d)")
     p.add_argument("--demux_hidden_size", type=int, default=None, help="inner width of U (default: 3d)")

@@ -269,10 +269,11 @@ class CachedExamples(torch.utils.data.Dataset):
 
 
 @torch.no_grad()
-def feature_statistics(model, head: ClassificationHead, examples: Sequence[Example], max_examples: int = 512,
-                       batch_size: int = 32) -> tuple[torch.Tensor, ...]:
-    """Per-feature (d,) mean and std of the layer-K states (real tokens) and of the teacher's states at the head's
-    read positions, over the first ``max_examples`` examples: what ``RevMuxModel.calibrate`` takes."""
+def calibration_states(model, head: ClassificationHead, examples: Sequence[Example], max_examples: int = 512,
+                       batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frozen backbone's layer-K states of real tokens, (tokens, d), and the teacher's states at the head's read
+    positions, (examples, d), float32 on the CPU, over the first ``max_examples`` examples: what the adapter's
+    statistics (``feature_statistics``) and its basis (``RevMuxModel.calibrate_basis``) are calibrated on."""
     tuner = revmux_tuner(model)
     device = next(model.parameters()).device
     inputs, outputs = [], []
@@ -288,5 +289,13 @@ def feature_statistics(model, head: ClassificationHead, examples: Sequence[Examp
         rows = torch.arange(len(real), device=real.device)
         outputs.append(recording.teacher_hidden[rows, head.positions(batch).to(real.device)].float().cpu())  # (B, d)
     model.train(was_training)
-    x, y = torch.cat(inputs), torch.cat(outputs)
+    return torch.cat(inputs), torch.cat(outputs)
+
+
+def feature_statistics(model, head: ClassificationHead, examples: Sequence[Example], max_examples: int = 512,
+                       batch_size: int = 32, states: tuple[torch.Tensor, torch.Tensor] | None = None
+                       ) -> tuple[torch.Tensor, ...]:
+    """Per-feature (d,) mean and std of the layer-K states (real tokens) and of the teacher's states at the head's
+    read positions (``calibration_states``, or the given ``states``): what ``RevMuxModel.calibrate`` takes."""
+    x, y = states if states is not None else calibration_states(model, head, examples, max_examples, batch_size)
     return x.mean(0), x.std(0).clamp_min(1e-5), y.mean(0), y.std(0).clamp_min(1e-5)

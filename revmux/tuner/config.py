@@ -11,7 +11,7 @@ from peft.config import PeftConfig
 
 from .peft_type import register_peft_type
 
-from .mux import MULTIPLEXERS
+from .mux import COMPOSITES, MULTIPLEXERS
 
 MUX_TYPES = tuple(MULTIPLEXERS)  # "revmux", "ora", "adapter"
 DEMUX_AFTER = ("auto", "final_norm", "last_layer")  # RevMuxConfig.demux_after
@@ -82,6 +82,16 @@ class RevMuxConfig(PeftConfig):
                           "Resolved at injection and saved; an adapter saved without this field loads as "
                           "'last_layer', as it was trained."},
     )
+    composite: Literal["auto", "blocks", "basis"] = field(
+        default="auto",
+        metadata={"help": "Where the multiplexer writes the N slots. 'blocks': slot n's d/N coordinates are raw features "
+                          "[n*d/N, (n+1)*d/N) of the composite (the paper's). 'basis': each slot keeps its own share of "
+                          "the principal directions of the layer-K states, written back in place (mu + Q [y_0; ...]), "
+                          "so the frozen layers read every instance where the model itself puts information; calibrate "
+                          "it with RevMuxModel.calibrate_basis(layer-K states) before training (revmux train does). "
+                          "'auto': each family's measured default (tuner/architectures.py, COMPOSITE_DEFAULTS). "
+                          "Resolved at injection and saved; an adapter saved without this field loads as 'blocks'."},
+    )
     demux_positions: Literal["auto", "all"] = field(
         default="auto",
         metadata={"help": "'auto': demultiplex only the positions the model's own head reads (CLS for encoder "
@@ -128,8 +138,11 @@ class RevMuxConfig(PeftConfig):
         saved = os.path.join(folder, "adapter_config.json")
         if os.path.isfile(saved):
             with open(saved) as f:
-                if "demux_after" not in json.load(f):
+                saved_fields = json.load(f)
+                if "demux_after" not in saved_fields:
                     config.demux_after = "last_layer"  # saved before the field existed: where it was trained
+                if "composite" not in saved_fields:
+                    config.composite = "blocks"  # likewise: every adapter before the field wrote blocks
         return config
 
     def __post_init__(self):
@@ -152,6 +165,12 @@ class RevMuxConfig(PeftConfig):
             raise ValueError(f"Unknown mux_type {self.mux_type!r}; choose one of {', '.join(MUX_TYPES)}.")
         if self.demux_after not in DEMUX_AFTER:
             raise ValueError(f"demux_after must be 'auto', 'final_norm' or 'last_layer', got {self.demux_after!r}.")
+        if self.composite not in ("auto", *COMPOSITES):
+            raise ValueError(f"composite must be 'auto', {', '.join(repr(c) for c in COMPOSITES)}, got "
+                             f"{self.composite!r}.")
+        if self.composite == "basis" and self.mux_type == "adapter":
+            raise ValueError("composite='basis' writes the slots of a reversible multiplexer; mux_type='adapter' mixes "
+                             "through an MLP and has none. Use mux_type='revmux' (or 'ora'), or composite='blocks'.")
         if self.demux_positions not in ("auto", "all"):
             raise ValueError(f"demux_positions must be 'auto' or 'all', got {self.demux_positions!r}.")
         if not 0.0 <= self.dropout < 1.0:

@@ -13,7 +13,7 @@ from peft.tuners.tuners_utils import BaseTuner
 from peft.utils.other import ModulesToSaveWrapper, _set_trainable
 from torch import nn
 
-from .architectures import MuxPlan, ReadMode, check_attention_supported, plan_injection, sequence_classifier_reads
+from .architectures import COMPOSITE_DEFAULTS, MuxPlan, ReadMode, check_attention_supported, plan_injection, sequence_classifier_reads
 from .config import RevMuxConfig
 from .grouping import check_identical_in_groups, group_union
 from .layer import RevMuxLayer, demux_after_final_norm, execution_device_and_dtype
@@ -135,6 +135,8 @@ class RevMuxModel(BaseTuner):
         peft_config.target_modules, peft_config.stack_sizes = list(plan.stacks), sizes
         peft_config.combine_first = sum(role.kind == "pass" for role in plan.roles.values())
         peft_config.demux_after = "final_norm" if plan.final_norm else "last_layer"  # resolved here, saved
+        if peft_config.composite == "auto":  # resolved here, saved
+            peft_config.composite = "blocks" if peft_config.mux_type == "adapter" else COMPOSITE_DEFAULTS[plan.family]
         self._plans[name] = plan
         # What the head reads depends on the model class, not on the PEFT task type (task_type may be None).
         is_classifier = type(model).__name__.endswith("ForSequenceClassification")
@@ -147,7 +149,8 @@ class RevMuxModel(BaseTuner):
         device, dtype = execution_device_and_dtype(mux_layer)
         multiplexer = build_multiplexer(peft_config.mux_type, plan.hidden_size, peft_config.compose_size,
                                         peft_config.coupling_hidden_size, peft_config.demux_hidden_size,
-                                        peft_config.dropout, peft_config.standardize).to(device=device, dtype=dtype)
+                                        peft_config.dropout, peft_config.standardize,
+                                        peft_config.composite).to(device=device, dtype=dtype)
         self._specs[name] = AdapterSpec(
             name, peft_config.compose_size, plan.family, read_mode=sequence_classifier_reads(model) if auto else "all",
             pad_token_id=getattr(model.config.get_text_config(), "pad_token_id", None),
@@ -207,7 +210,7 @@ class RevMuxModel(BaseTuner):
             raise ValueError(
                 f"The saved weights do not fit the multiplexer that adapter_config.json describes (compose_size="
                 f"{config.compose_size}, combine_first={config.combine_first}, mux_type={config.mux_type!r}, "
-                f"standardize={config.standardize}): {'; '.join(problems)}. These fields must stay as they were "
+                f"standardize={config.standardize}, composite={config.composite!r}): {'; '.join(problems)}. These fields must stay as they were "
                 "when the adapter was saved; was adapter_config.json edited, or the weights saved from another model?")
         return remapped
 
@@ -346,6 +349,12 @@ class RevMuxModel(BaseTuner):
         """Set the active adapter's standardisation statistics, each (d,): the states entering the multiplexer and
         the states the head reads (``RevMuxConfig(standardize=True)``; see ``Multiplexer``)."""
         self._require_spec("calibrate()").multiplexer.set_statistics(input_mean, input_std, output_mean, output_std)
+
+    def calibrate_basis(self, layer_k_states: torch.Tensor) -> None:
+        """Calibrate the active adapter's ``composite="basis"`` from (tokens, d) layer-K states of real tokens (mean
+        and principal directions; after ``calibrate`` when the adapter standardises). Resets the multiplexer's
+        down-projections and the demultiplexer's U_n to start in place: call it before training."""
+        self._require_spec("calibrate_basis()").multiplexer.set_basis(layer_k_states)
 
     def readout_statistics(self) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
         """(mean, std), each (d,), of the states the head reads, when the active adapter standardises

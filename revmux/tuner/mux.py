@@ -9,7 +9,18 @@ Coupling chain (``mux_type="revmux"``), exactly invertible for any N >= 2, with 
     mux:    y_0 = x_0 + F_0(x_1);            y_n = x_n + F_n(y_{n-1})    for n = 1 .. N-1
     demux:  x_n = y_n - F_n(y_{n-1})  for n = N-1 .. 1;                  x_0 = y_0 - F_0(x_1)
 
-The composite is the block concatenation [y_0; ...; y_{N-1}] along features (not interleaved).
+Where the slots are written (``composite``):
+
+    blocks: the composite is the block concatenation [y_0; ...; y_{N-1}] along features (the paper's). One shared
+            down-projection P: d -> d/N.
+    basis:  the composite is written back in the residual stream's own basis, in place: c = mu + Q [y_0; ...; y_{N-1}]
+            with Q = [Q_0, ..., Q_{N-1}] (d, d) orthogonal, Q_n the principal directions n, n+N, n+2N, ... of the
+            layer-K states and mu their mean (``set_basis``). Slot n's own down-projection P_n starts as Q_n^T (x_n =
+            Q_n^T (h_n - mu)) and each coupling function at zero (no final ReLU, so its last layer learns from step
+            one): at initialisation c = mu + sum_n Q_n Q_n^T (h_n - mu), each instance keeps its own share of the
+            directions the frozen layers read, at their own scale. The demultiplexer reads Q^T (c - mu), undoes the
+            chain, and restores slot n with U_n (starts as Q_n, bias mu) plus the shared up-projection (starts at 0).
+            Absent instances (padding, entering as zero vectors) contribute nothing.
 """
 
 from __future__ import annotations
@@ -65,9 +76,15 @@ class Multiplexer(nn.Module):
 
     def instances(self, hidden: torch.Tensor) -> torch.Tensor:
         """The per-instance representations the multiplexer mixes, (G*N, T, d) -> (G*N, T, d')."""
+        present = (hidden != 0).any(-1, keepdim=True) if self._masks_absent() else None  # (G*N, T, 1)
         if self.standardize:
             hidden = (hidden - self.input_mean) / self.input_std  # (G*N, T, d)
-        return self._instances(hidden)
+        instances = self._instances(hidden)
+        return instances if present is None else instances * present  # absent (zero) states contribute nothing
+
+    def _masks_absent(self) -> bool:
+        """Whether an absent instance (padding, a zero vector) is zero in the instance space too."""
+        return False
 
     def combine(self, instances: torch.Tensor) -> torch.Tensor:
         """(G*N, T, d') per-instance representations -> (G, T, d) composites."""
@@ -104,14 +121,47 @@ class Multiplexer(nn.Module):
         raise NotImplementedError
 
 
-class ReversibleCoupling(nn.Module):
-    """The coupling chain over N slots of width w = d/N, one MLP F_n per slot (w -> hidden -> w)."""
+COMPOSITES = ("blocks", "basis")  # where the slots are written (module docstring)
 
-    def __init__(self, compose_size: int, width: int, hidden: int, dropout: float):
+
+def slot_order(hidden_size: int, compose_size: int) -> torch.Tensor:
+    """(d,) the basis directions in slot order: slot n holds directions n, n+N, n+2N, ... (alternate ones, so each
+    slot gets its share of the high-variance directions)."""
+    return torch.cat([torch.arange(n, hidden_size, compose_size) for n in range(compose_size)])
+
+
+class SlotLinear(nn.Module):
+    """One affine map per slot: (..., N, T, n_in) -> (..., N, T, n_out), slot n through weight[n], bias[n]."""
+
+    def __init__(self, compose_size: int, n_in: int, n_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(compose_size, n_out, n_in))
+        self.bias = nn.Parameter(torch.zeros(compose_size, n_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("...nti,noi->...nto", x, self.weight) + self.bias[:, None, :]  # (..., N, T, n_out)
+
+    def pick(self, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """(R, n_in) rows, (R,) slots -> (R, n_out): row r through its own slot's map."""
+        return torch.einsum("ri,roi->ro", x, self.weight[slots]) + self.bias[slots]  # (R, n_out)
+
+
+class ReversibleCoupling(nn.Module):
+    """The coupling chain over N slots of width w = d/N, one MLP F_n per slot (w -> hidden -> w).
+
+    ``start_at_identity``: no final ReLU and a zero last layer, so every F_n is 0 and the chain the identity at the
+    start (the ``basis`` composite); the last layer still gets gradients, which a zero layer under a ReLU would not.
+    """
+
+    def __init__(self, compose_size: int, width: int, hidden: int, dropout: float, start_at_identity: bool = False):
         super().__init__()
         self.functions = nn.ModuleList(
-            _mlp([width, hidden, width], dropout, final_activation=True) for _ in range(compose_size)
+            _mlp([width, hidden, width], dropout, final_activation=not start_at_identity) for _ in range(compose_size)
         )
+        if start_at_identity:
+            for function in self.functions:
+                nn.init.zeros_(function[-1].weight)
+                nn.init.zeros_(function[-1].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(G, N, T, w) instances -> (G, T, N*w) composite, blocks [y_0; ...; y_{N-1}]."""
@@ -133,45 +183,111 @@ class ReversibleCoupling(nn.Module):
 
 
 class _ReversibleMultiplexer(Multiplexer):
-    """The multiplexer shared by ``revmux`` and ``ora``: down-projection P (d -> d/N), then the coupling chain."""
+    """The multiplexer shared by ``revmux`` and ``ora``: a down-projection (d -> d/N; one shared P for ``blocks``,
+    P_n per slot for ``basis``), then the coupling chain, its output written as blocks or in the basis."""
 
     def __init__(self, hidden_size: int, compose_size: int, coupling_hidden: int, dropout: float,
-                 standardize: bool = False):
+                 standardize: bool = False, composite: str = "blocks"):
         super().__init__()
-        self.hidden_size, self.compose_size = hidden_size, compose_size
+        self.hidden_size, self.compose_size, self.composite = hidden_size, compose_size, composite
         self._init_statistics(standardize)
-        self.down = nn.Linear(hidden_size, hidden_size // compose_size)
-        self.coupling = ReversibleCoupling(compose_size, hidden_size // compose_size, coupling_hidden, dropout)
+        width = hidden_size // compose_size
+        if composite == "basis":
+            # Q with its columns in slot order; the identity (raw features, alternately) until set_basis calibrates it
+            self.register_buffer("basis", torch.eye(hidden_size)[:, slot_order(hidden_size, compose_size)])
+            self.register_buffer("basis_mean", torch.zeros(hidden_size))
+            self.slot_down = SlotLinear(compose_size, hidden_size, width)
+        else:
+            self.down = nn.Linear(hidden_size, width)
+        self.coupling = ReversibleCoupling(compose_size, width, coupling_hidden, dropout,
+                                           start_at_identity=composite == "basis")
+        if composite == "basis":
+            self._init_from_basis()
+
+    @torch.no_grad()
+    def _init_from_basis(self) -> None:
+        """P_n = Q_n^T (after centring on mu), and U_n = Q_n with bias mu where there is one: the composite and the
+        restored slots start in place."""
+        q = self.basis.view(self.hidden_size, self.compose_size, -1).permute(1, 0, 2)  # (N, d, w): Q_n
+        self.slot_down.weight.copy_(q.transpose(1, 2))  # (N, w, d)
+        self.slot_down.bias.zero_()
+        if hasattr(self, "slot_up"):
+            self.slot_up.weight.copy_(q)  # (N, d, w)
+            self.slot_up.bias.copy_(self.basis_mean.expand_as(self.slot_up.bias))  # (N, d)
+
+    @torch.no_grad()
+    def set_basis(self, states: torch.Tensor) -> None:
+        """Calibrate the ``basis`` composite from (tokens, d) layer-K states of real tokens: mu their mean, Q their
+        principal directions (by variance, dealt alternately to the slots), in the space the multiplexer mixes in
+        (standardised first when ``standardize``). Resets P_n and U_n to start in place.
+
+        Raises:
+            ValueError: for a ``blocks`` multiplexer, or states that are not (tokens >= 2, d).
+        """
+        if self.composite != "basis":
+            raise ValueError("set_basis() calibrates the 'basis' composite; this multiplexer writes blocks "
+                             "(RevMuxConfig(composite='basis') builds one that uses it).")
+        if states.dim() != 2 or states.shape[1] != self.hidden_size or len(states) < 2:
+            raise ValueError(f"set_basis() takes (tokens, {self.hidden_size}) layer-K states of at least two tokens, "
+                             f"got {tuple(states.shape)}.")
+        x = states.double().to(self.basis.device)  # (tokens, d)
+        if self.standardize:
+            x = (x - self.input_mean.double()) / self.input_std.double()
+        mean = x.mean(0)  # (d,)
+        values, vectors = torch.linalg.eigh(torch.cov((x - mean).T))  # ascending
+        q = vectors[:, values.argsort(descending=True)][:, slot_order(self.hidden_size, self.compose_size)]  # (d, d)
+        self.basis.copy_(q.to(self.basis.dtype))
+        self.basis_mean.copy_(mean.to(self.basis_mean.dtype))
+        self._init_from_basis()
+
+    def _masks_absent(self) -> bool:
+        return self.composite == "basis"
 
     def _instances(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.down(hidden)  # (G*N, T, d/N)
+        if self.composite == "blocks":
+            return self.down(hidden)  # (G*N, T, d/N)
+        x = (hidden - self.basis_mean).view(-1, self.compose_size, *hidden.shape[1:])  # (G, N, T, d)
+        return self.slot_down(x).flatten(0, 1)  # (G*N, T, d/N)
 
     def _combine(self, instances: torch.Tensor) -> torch.Tensor:
         x = instances.view(-1, self.compose_size, *instances.shape[1:])  # (G, N, T, d/N)
-        return self.coupling(x)  # (G, T, d)
+        y = self.coupling(x)  # (G, T, d): blocks [y_0; ...; y_{N-1}]
+        return y if self.composite == "blocks" else self.basis_mean + y @ self.basis.T  # (G, T, d)
+
+    def _read(self, composite: torch.Tensor) -> torch.Tensor:
+        """(..., d) composite -> (..., d) the chain's output blocks: the composite itself, or Q^T (c - mu)."""
+        return composite if self.composite == "blocks" else (composite - self.basis_mean) @ self.basis
 
 
 class ReversibleMux(_ReversibleMultiplexer):
     """``revmux``: the reversible multiplexer, and a demultiplexer that reuses its own coupling functions (reverse
-    direction) before a shared up-projection U (d/N -> d)."""
+    direction) before an up-projection (d/N -> d): the shared MLP U (``blocks``), or U_n per slot plus the shared
+    MLP, which starts at 0 (``basis``)."""
 
     def __init__(self, hidden_size: int, compose_size: int, coupling_hidden: int, demux_hidden: int, dropout: float,
-                 standardize: bool = False):
-        super().__init__(hidden_size, compose_size, coupling_hidden, dropout, standardize)
+                 standardize: bool = False, composite: str = "blocks"):
+        super().__init__(hidden_size, compose_size, coupling_hidden, dropout, standardize, composite)
+        width = hidden_size // compose_size
         self.up = nn.Sequential(
-            *_mlp([hidden_size // compose_size, demux_hidden, demux_hidden, hidden_size], dropout, False),
+            *_mlp([width, demux_hidden, demux_hidden, hidden_size], dropout, False),
             nn.Dropout(dropout),
         )
+        if composite == "basis":
+            self.slot_up = SlotLinear(compose_size, width, hidden_size)
+            nn.init.zeros_(self.up[-2].weight)
+            nn.init.zeros_(self.up[-2].bias)
+            self._init_from_basis()
 
     def _demux(self, composite: torch.Tensor, keep: int | None = None) -> torch.Tensor:
-        x = self.coupling.inverse(composite)  # (G, N, T, d/N)
-        x = x.flatten(0, 1)[:keep]  # (B, T, d/N)
-        return self.up(x)  # (B, T, d)
+        x = self.coupling.inverse(self._read(composite))  # (G, N, T, d/N)
+        if self.composite == "blocks":
+            return self.up(x.flatten(0, 1)[:keep])  # (B, T, d)
+        return (self.slot_up(x) + self.up(x)).flatten(0, 1)[:keep]  # (B, T, d)
 
     def _demux_slots(self, rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        x = self.coupling.inverse(rows[:, None])  # (R, N, 1, d/N)
-        x = x[torch.arange(len(rows), device=rows.device), slots]  # (R, 1, d/N)
-        return self.up(x)[:, 0]  # (R, d)
+        x = self.coupling.inverse(self._read(rows)[:, None])  # (R, N, 1, d/N)
+        x = x[torch.arange(len(rows), device=rows.device), slots, 0]  # (R, d/N)
+        return self.up(x) if self.composite == "blocks" else self.slot_up.pick(x, slots) + self.up(x)  # (R, d)
 
 
 class MlpDemux(nn.Module):
@@ -197,8 +313,8 @@ class OnlyMuxReversible(_ReversibleMultiplexer):
     """``ora``: the reversible multiplexer of ``revmux``, but an MLP demultiplexer on the composite."""
 
     def __init__(self, hidden_size: int, compose_size: int, coupling_hidden: int, demux_hidden: int, dropout: float,
-                 standardize: bool = False):
-        super().__init__(hidden_size, compose_size, coupling_hidden, dropout, standardize)
+                 standardize: bool = False, composite: str = "blocks"):
+        super().__init__(hidden_size, compose_size, coupling_hidden, dropout, standardize, composite)
         self.demux_mlp = MlpDemux(hidden_size, compose_size, demux_hidden, dropout)
 
     def _demux(self, composite: torch.Tensor, keep: int | None = None) -> torch.Tensor:
@@ -212,8 +328,11 @@ class VanillaAdapterMux(Multiplexer):
     """``adapter``: shared Linear(d -> d) per instance, concatenation, MLP N*d -> h -> d; MLP demultiplexer."""
 
     def __init__(self, hidden_size: int, compose_size: int, coupling_hidden: int, demux_hidden: int, dropout: float,
-                 standardize: bool = False):
+                 standardize: bool = False, composite: str = "blocks"):
         super().__init__()
+        if composite != "blocks":
+            raise ValueError(f"mux_type='adapter' mixes through an MLP and has no slots to write in a basis; use "
+                             f"composite='blocks', or mux_type='revmux' for composite={composite!r}.")
         self.hidden_size, self.compose_size = hidden_size, compose_size
         self._init_statistics(standardize)
         self.inp = nn.Linear(hidden_size, hidden_size)
@@ -246,8 +365,8 @@ MULTIPLEXERS: dict[str, type[Multiplexer]] = {  # mux_type -> class: the one lis
 def _module_names() -> frozenset[str]:
     """Every submodule name inside any multiplexer (``down``, ``coupling``, ...), from tiny instances of each."""
     names = set()
-    for mux_type in MULTIPLEXERS:
-        tiny = MULTIPLEXERS[mux_type](4, 2, 4, 4, 0.0)
+    for mux_type, composite in [(m, "blocks") for m in MULTIPLEXERS] + [("revmux", "basis"), ("ora", "basis")]:
+        tiny = MULTIPLEXERS[mux_type](4, 2, 4, 4, 0.0, composite=composite)
         names.update(part for path, _ in tiny.named_modules() for part in path.split(".") if not part.isdigit())
     return frozenset(names - {""})
 
@@ -267,15 +386,20 @@ def check_divisible(hidden_size: int, compose_size: int) -> None:
 
 
 def build_multiplexer(mux_type: str, hidden_size: int, compose_size: int, coupling_hidden: int | None = None,
-                      demux_hidden: int | None = None, dropout: float = 0.1, standardize: bool = False) -> Multiplexer:
+                      demux_hidden: int | None = None, dropout: float = 0.1, standardize: bool = False,
+                      composite: str = "blocks") -> Multiplexer:
     """Build the multiplexer of ``mux_type`` with the paper's default widths (coupling d, demux 3d).
 
     Raises:
-        ValueError: if ``hidden_size`` is not divisible by ``compose_size`` or ``mux_type`` is unknown.
+        ValueError: if ``hidden_size`` is not divisible by ``compose_size``, ``mux_type`` or ``composite`` is unknown,
+            or ``composite="basis"`` with ``mux_type="adapter"``.
     """
     if mux_type not in MULTIPLEXERS:
         raise ValueError(f"Unknown mux_type {mux_type!r}; choose one of {', '.join(MULTIPLEXERS)}.")
+    if composite not in COMPOSITES:
+        raise ValueError(f"Unknown composite {composite!r}; choose one of {', '.join(COMPOSITES)}.")
     check_divisible(hidden_size, compose_size)
     return MULTIPLEXERS[mux_type](
-        hidden_size, compose_size, coupling_hidden or hidden_size, demux_hidden or 3 * hidden_size, dropout, standardize
+        hidden_size, compose_size, coupling_hidden or hidden_size, demux_hidden or 3 * hidden_size, dropout, standardize,
+        composite=composite,
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 import revmux
 from revmux.errors import RunError
 from revmux.run_dir import is_main_process
-from revmux.train.cache import CachedExamples, PrefixCache, feature_statistics
+from revmux.train.cache import CachedExamples, PrefixCache, calibration_states, feature_statistics
 from revmux.train.data import Example
 from revmux.train.trainer import RevMuxTrainer
 from revmux.tuner.model import HEAD_MODULE_NAMES, has_classification_head
@@ -35,7 +35,7 @@ def train_adapter(config: RunConfig, teacher, head, train: list[Example], output
                                      mux_type=config.model_type, standardize=config.standardize,
                                      align_last_tokens=config.align_last_tokens, demux_after=config.demux_after,
                                      coupling_hidden_size=config.coupling_hidden_size,
-                                     demux_hidden_size=config.demux_hidden_size,
+                                     demux_hidden_size=config.demux_hidden_size, composite=config.composite,
                                      train_head=trains_head(config, teacher))
     model = revmux.get_revmux_model(teacher, mux_config)
     facts: dict = {"prefix": "recompute" if config.recompute_prefix else "cached"}
@@ -45,8 +45,13 @@ def train_adapter(config: RunConfig, teacher, head, train: list[Example], output
     if not getattr(teacher, "hf_device_map", None):  # the Trainer's device (a GPU if there is one) also builds
         # the prefix cache and the statistics
         model.to(args.device)
-    if config.standardize:  # statistics of the frozen backbone's states, from training inputs (no labels)
-        model.base_model.calibrate(*feature_statistics(model, head, train))
+    basis = model.peft_config["default"].composite == "basis"  # "auto" is resolved at injection
+    if config.standardize or basis:  # statistics and basis of the frozen backbone's states, from training inputs
+        states = calibration_states(model, head, train)
+        if config.standardize:
+            model.base_model.calibrate(*feature_statistics(model, head, train, states=states))
+        if basis:  # after the statistics: the basis lives in the space the multiplexer mixes in
+            model.base_model.calibrate_basis(states[0])
     train_data, val_data = train, (validation or None)
     collate = head.collate
     if not config.recompute_prefix:

@@ -10,6 +10,7 @@ from revmux.serve.serving import TRAINING_MAX_LENGTH
 from revmux.train.cache import STORAGE_DTYPES
 from revmux.train.data import TASKS, get_task
 from revmux.tuner.config import DEMUX_AFTER, MUX_TYPES
+from revmux.tuner.mux import COMPOSITES
 
 HEADS = ("auto", "label_words", "classifier")  # how a decoder classifies (RunConfig.head)
 CHAT_TEMPLATE = ("auto", "on", "off")  # label-word prompts in the tokenizer's chat template (RunConfig.chat_template)
@@ -69,6 +70,7 @@ class RunConfig:
     standardize: bool = False  # RevMuxConfig.standardize: for decoder LLMs (massive activations)
     align_last_tokens: bool = True  # RevMuxConfig.align_last_tokens: decoders read every instance at one position
     demux_after: str = "auto"  # RevMuxConfig.demux_after: "final_norm", "last_layer" or "auto"
+    composite: str = "auto"  # RevMuxConfig.composite: "blocks", "basis" or "auto" (the family's measured default)
     chat_template: str = "auto"  # label-word decoders: "on", "off", "auto" (the tokenizer's chat template if it has one)
     head: str = "auto"  # decoders: "label_words" (zero-shot LM head), "classifier" (trained score head), "auto"
     ignore_mismatched_sizes: bool = False  # a classifier checkpoint with another label count: new head
@@ -122,6 +124,11 @@ class RunConfig:
                 raise RunError(f"{name} must be a non-empty string, got {getattr(self, name)!r}.")
         if self.model_type not in MUX_TYPES:
             raise RunError(f"model_type must be one of {', '.join(MUX_TYPES)}, got {self.model_type!r}.")
+        if self.composite not in ("auto", *COMPOSITES):
+            raise RunError(f"composite must be one of auto, {', '.join(COMPOSITES)}, got {self.composite!r}.")
+        if self.composite == "basis" and self.model_type == "adapter":
+            raise RunError("--composite basis writes the slots of a reversible multiplexer; --model_type adapter has "
+                           "none. Use --model_type revmux (or ora), or --composite blocks.")
         if self.demux_after not in DEMUX_AFTER:
             raise RunError(f"demux_after must be one of {', '.join(DEMUX_AFTER)}, got {self.demux_after!r}.")
         if self.chat_template not in CHAT_TEMPLATE:
