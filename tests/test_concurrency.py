@@ -48,9 +48,10 @@ def _check_forwards(model, batches: list, forward) -> None:
                 assert torch.equal(out, expected[i]), f"thread {i}: output differs from the sequential run"
 
 
-@pytest.mark.parametrize("name", ["bert-seqcls", "llama-seqcls", "t5-seq2seq"])
-def test_threads_get_their_own_outputs(name):
-    model = make_muxed(name)
+@pytest.mark.parametrize("name, composite", [("bert-seqcls", "blocks"), ("llama-seqcls", "blocks"),
+                                             ("t5-seq2seq", "blocks"), ("bert-seqcls", "basis"), ("llama-seqcls", "basis")])
+def test_threads_get_their_own_outputs(name, composite):
+    model = make_muxed(name, composite=composite)
     batches = [make_batch(name, batch_size=b, length=t, seed=i) for i, (b, t) in enumerate(SHAPES)]
     _check_forwards(model, batches, lambda m, b: m(**b).logits)
 
