@@ -120,7 +120,7 @@ def benchmark(config: BenchConfig) -> dict:
             return make_inputs(b, t, facts["vocab_size"], config.device, config.seed, config.ragged,
                                facts["pad_token_id"])
 
-        variants = build_variants(base, config.compose_sizes, k, config.seed)
+        variants = build_variants(base, config.compose_sizes, k, config.seed, config.composites)
         compose_of = {name: n for name, n, _ in variants}
         meta = _meta(config, facts, k, base, variants)
         if config.breakdown:
@@ -178,7 +178,7 @@ def _stacked_variants(base, config: BenchConfig, k: int, inputs: dict) -> dict:
 
     variants, facts = [], {}
     for precision in config.precisions[1:]:
-        for name, n, model in build_variants(base, config.compose_sizes, k, config.seed):
+        for name, n, model in build_variants(base, config.compose_sizes, k, config.seed, config.composites):
             label = f"{name}+{precision}"
             if precision == "int8":
                 with warnings.catch_warnings():

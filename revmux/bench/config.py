@@ -59,6 +59,9 @@ class BenchConfig:
     verbose: bool = field(default=True, metadata={"cli": False, "help": "Print the tables and the files written."})
     use_compile: bool = field(default=False, metadata={"flag": "--compile", "help": (
         "torch.compile (inductor) every variant, the base model included; needs a C compiler.")})
+    composites: list[str] = field(default_factory=lambda: ["auto"], metadata={"choices": ("auto", "blocks", "basis"),
+                                  "help": ("RevMuxConfig.composite of the adapters; several measure each N once per "
+                                           "composite, side by side (e.g. blocks basis). Default: auto.")})
     precisions: list[str] = field(default_factory=lambda: ["plain"], metadata={"choices": PRECISIONS, "help": (
         "Serving stacks measured side by side in the same rounds, the base and every N each: 'plain' (as trained, "
         "always measured: the reference of every speed-up), 'int8' (dynamic int8, CPU) and 'compiled' "
@@ -92,6 +95,10 @@ class BenchConfig:
                 raise ValueError(f"{f.name} must be one of {', '.join(choices)}, got {getattr(self, f.name)!r}.")
         if not isinstance(self.model_name, str) or not self.model_name:
             raise ValueError(f"model_name must be a non-empty string, got {self.model_name!r}.")
+        composites = [self.composites] if isinstance(self.composites, str) else list(dict.fromkeys(self.composites))
+        if not composites or any(c not in ("auto", "blocks", "basis") for c in composites):
+            raise ValueError(f"composites must be among auto, blocks, basis, got {self.composites!r}.")
+        self.composites = composites
         precisions = [self.precisions] if isinstance(self.precisions, str) else list(self.precisions)
         self.precisions = ["plain"] + [p for p in dict.fromkeys(precisions) if p != "plain"]
         unknown = [p for p in self.precisions if p not in PRECISIONS]

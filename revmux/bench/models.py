@@ -100,9 +100,10 @@ def make_inputs(batch_size: int, length: int, vocab_size: int, device: str = "cp
     return {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
 
 
-def build_variants(base: nn.Module, compose_sizes: Sequence[int], combine_first: int, seed: int = 0
-                   ) -> list[tuple[str, int, nn.Module]]:
-    """``[("base", 1, copy of base), ("N=2", 2, revmux model), ...]``, each on its own deep copy of ``base``.
+def build_variants(base: nn.Module, compose_sizes: Sequence[int], combine_first: int, seed: int = 0,
+                   composites: Sequence[str] = ("auto",)) -> list[tuple[str, int, nn.Module]]:
+    """``[("base", 1, copy of base), ("N=2", 2, revmux model), ...]``, each on its own deep copy of ``base``; with
+    several ``composites`` (RevMuxConfig.composite), one variant per N and composite, named like "N=2 basis".
 
     The adapters take the backbone's dtype (``autocast_adapter_dtype=False``), as a model served in bf16 would: PEFT's
     default keeps adapter weights in float32, which makes a bf16 multiplexer run its matrix products in float32.
@@ -111,11 +112,12 @@ def build_variants(base: nn.Module, compose_sizes: Sequence[int], combine_first:
 
     variants = [("base", 1, copy.deepcopy(base).eval())]
     for n in compose_sizes:
-        torch.manual_seed(seed + n)
-        config = revmux.RevMuxConfig(task_type="SEQ_CLS", compose_size=n, combine_first=combine_first,
-                                     inference_mode=True)
-        model = revmux.get_revmux_model(copy.deepcopy(base), config, autocast_adapter_dtype=False)
-        variants.append((f"N={n}", n, model.eval()))
+        for composite in composites:
+            torch.manual_seed(seed + n)
+            config = revmux.RevMuxConfig(task_type="SEQ_CLS", compose_size=n, combine_first=combine_first,
+                                         inference_mode=True, composite=composite)
+            model = revmux.get_revmux_model(copy.deepcopy(base), config, autocast_adapter_dtype=False)
+            variants.append((f"N={n}" if len(composites) == 1 else f"N={n} {composite}", n, model.eval()))
     return variants
 
 
