@@ -159,7 +159,8 @@ def main() -> None:
     read_at = tuner.model.get_submodule(spec.final_norm) if spec.final_norm else None
     captured = {}
     if read_at is not None:  # decoders: the final norm's output on the composites, at the shared last position
-        handle = read_at.register_forward_hook(lambda m, a, out: captured.update(read=out[:, -1]))
+        # (prepended: revmux's own hook on the final norm replaces its output with the restored instances)
+        handle = read_at.register_forward_hook(lambda m, a, out: captured.update(read=out[:, -1]), prepend=True)
     else:  # encoders: the last layer's output at [CLS]
         stack = tuner.model.get_submodule(config.target_modules[0])
         handle = stack[-1].base_layer.register_forward_hook(

@@ -180,3 +180,26 @@ def test_bad_combinations_are_refused():
     basis = make_muxed("bert-seqcls", composite="basis")
     with pytest.raises(ValueError, match="layer-K states"):
         basis.base_model.calibrate_basis(torch.randn(10, 7))
+
+
+@pytest.mark.parametrize("model, standardize", [("tiny-bert", ()), ("tiny-llama", ("--standardize",))])
+def test_revmux_train_calibrates_and_saves_the_basis(tmp_path, model, standardize):
+    """`revmux train --composite basis` calibrates Q and mu from the training inputs (not the identity it starts
+    as), saves them, and `revmux eval` of the saved adapter reproduces the run's pairings exactly."""
+    from test_cli import _train
+
+    from revmux.cli import main
+
+    data, save = _train(tmp_path, model, "--composite", "basis", *standardize)
+    saved = load_file(str(save / "adapter" / "adapter_model.safetensors"))
+    (basis,) = [v for k, v in saved.items() if k.endswith(".basis")]
+    (mean,) = [v for k, v in saved.items() if k.endswith(".basis_mean")]
+    torch.testing.assert_close(basis.T @ basis, torch.eye(len(basis)), rtol=0, atol=1e-5)
+    assert not torch.equal(basis.abs(), basis.abs().round()) and mean.abs().sum() > 0  # calibrated, not identity
+    assert json.loads((save / "adapter" / "adapter_config.json").read_text())["composite"] == "basis"
+    metrics = json.loads((save / "metrics.json").read_text())
+    output = tmp_path / "eval.json"
+    main(["eval", "--task_name", "sst-2", "--model_name", str(save / "teacher"), "--adapter_dir",
+          str(save / "adapter"), "--data_dir", str(data), "--batch_size", "16", "--pairings", "2", "--output",
+          str(output)])
+    assert json.loads(output.read_text())["revmux_dev"]["accuracies"] == metrics["revmux_dev"]["accuracies"]
