@@ -421,10 +421,31 @@ def cmd_bench(args: argparse.Namespace) -> dict:
     return bench.main(args)
 
 
+DESCRIPTION = """revmux command line: train, sweep, eval, bench, demo, predict, serve, bench-serve. Training keeps the
+paper's argument names verbatim.
+
+A user error (bad settings, model or data, or an argument the parser rejects) is one line on stderr and exit status
+2, found before any training starts; anything else is a bug and keeps its traceback."""
+
+EXAMPLES = {  # one command per subcommand, the last line of its --help
+    "train": "revmux train --task_name mr --model_name minilm --data_dir DATA --compose_size 2 --combine_first 3 "
+             "--save_dir runs/mr",
+    "sweep": "revmux sweep --task_name mr --model_name minilm --data_dir DATA --combine_first 3,4 --compose_size 2,3 "
+             "--save_dir runs/sweep",
+    "eval": "revmux eval --task_name mr --adapter_dir runs/mr/adapter --data_dir DATA",
+    "demo": "revmux demo",
+    "bench": "revmux bench --model_name minilm --compose_sizes 2 4",
+    "predict": "revmux predict --adapter_dir runs/mr/adapter --input reviews.csv --output predictions.jsonl",
+    "serve": "revmux serve runs/demo/adapter --port 8000",
+    "bench-serve": "revmux bench-serve runs/demo/adapter --clients 1 8 32",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     from revmux.demo import add_arguments as add_demo_arguments
 
-    parser = _Parser(prog="revmux", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="revmux", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog="example: revmux demo    (then: revmux COMMAND --help)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, add, func, text in (
             ("train", _add_train_arguments, cmd_train,
@@ -442,7 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
              "an HTTP endpoint on Ray Serve that multiplexes the requests arriving together (revmux[serve])"),
             ("bench-serve", _add_bench_serve_arguments, cmd_bench_serve,
              "load-test the multiplexed server beside the un-multiplexed one: throughput, latency, batch sizes")):
-        command = sub.add_parser(name, help=text, description=text, formatter_class=_HelpFormatter)
+        command = sub.add_parser(name, help=text, description=text, formatter_class=_HelpFormatter,
+                                 epilog=f"example: {EXAMPLES[name]}")
         add(command)
         command.set_defaults(func=func)
     return parser
