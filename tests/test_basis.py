@@ -9,7 +9,7 @@ from peft import PeftModel
 from safetensors.torch import load_file
 
 import revmux
-from revmux.tuner.architectures import COMPOSITE_DEFAULTS
+from revmux.tuner.architectures import default_composite
 from revmux.tuner.mux import build_multiplexer
 
 
@@ -162,11 +162,13 @@ def test_an_adapter_saved_before_the_field_loads_as_blocks(tmp_path):
     assert torch.equal(logits(loaded, make_batch(name)), logits(model, make_batch(name)))
 
 
-def test_auto_resolves_to_the_family_default(model_name):
-    model = revmux.get_revmux_model(make_model(model_name), revmux_config(model_name))
-    family = MODELS[model_name][2]
-    assert model.peft_config["default"].composite == COMPOSITE_DEFAULTS[family]
-    assert model.base_model._specs["default"].multiplexer.composite == COMPOSITE_DEFAULTS[family]
+@pytest.mark.parametrize("n", [2, 4])
+def test_auto_resolves_to_the_measured_default(model_name, n):
+    model = revmux.get_revmux_model(make_model(model_name), revmux_config(model_name, compose_size=n))
+    expected = default_composite(MODELS[model_name][2], n)
+    assert model.peft_config["default"].composite == expected
+    assert model.base_model._specs["default"].multiplexer.composite == expected
+    assert default_composite("decoder", 2) == "basis" and default_composite("encoder", 2) == "blocks"
 
 
 def test_bad_combinations_are_refused():

@@ -1,6 +1,7 @@
 """Cached-prefix training: exact against recomputing the prefix, keyed by what it depends on, reused, learnable."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -17,13 +18,14 @@ TEXTS = ["good movie", "bad film and a dull story", "a great story", "the worst 
 EXAMPLES = [Example(t, label=i % 2) for i, t in enumerate(TEXTS)]
 
 
-def _muxed(kind: str, combine_first: int = 2, seed: int = 0):
+def _muxed(kind: str, combine_first: int = 2, seed: int = 0, composite: str = "blocks"):
     tokenizer = tiny_tokenizer()
     teacher = tiny_model(kind, len(tokenizer), bos_token_id=tokenizer.cls_token_id,
                          eos_token_id=tokenizer.eos_token_id, seed=seed)
     torch.manual_seed(1)
     model = revmux.get_revmux_model(teacher.requires_grad_(False),
-                                    revmux.RevMuxConfig(compose_size=2, combine_first=combine_first)).eval()
+                                    revmux.RevMuxConfig(compose_size=2, combine_first=combine_first,
+                                                        composite=composite)).eval()
     return model, tokenizer
 
 
@@ -32,13 +34,19 @@ def _loss_and_grads(model, head, inputs):
     loss, _, parts = revmux_objective(model.base_model, model, head, inputs, distill_weight=1.0, state_weight=0.5)
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-    assert grads and all(g.abs().sum() > 0 for g in grads.values())
+    # a basis composite's coupling functions and shared up-projection start at zero (zero last layer): the layers
+    # before that last layer get gradients from the second step on
+    composite = model.peft_config["default"].composite
+    starting = [n for n in grads if composite == "basis" and re.search(r"\.(coupling\.functions\.\d+\.0|up\.[03])\.", n)]
+    assert grads and all(g.abs().sum() > 0 for n, g in grads.items() if n not in starting)
+    assert all(torch.isfinite(g).all() for g in grads.values())
     return loss.detach(), parts, grads
 
 
-@pytest.mark.parametrize("kind", ["tiny-bert", "tiny-llama", "tiny-t5"])
-def test_cached_prefix_gives_the_recompute_loss_and_gradients(kind, tmp_path):
-    model, tokenizer = _muxed(kind)
+@pytest.mark.parametrize("kind, composite", [("tiny-bert", "blocks"), ("tiny-llama", "blocks"), ("tiny-t5", "blocks"),
+                                             ("tiny-llama", "basis")])
+def test_cached_prefix_gives_the_recompute_loss_and_gradients(kind, composite, tmp_path):
+    model, tokenizer = _muxed(kind, composite=composite)
     head = head_for(model, tokenizer, TASKS["sst-2"], max_length=64)
     cache = PrefixCache.build(model, head, EXAMPLES, tmp_path, progress=False)
     data = CachedExamples(EXAMPLES, cache, head)

@@ -29,9 +29,14 @@ from .grouping import unknown_layer_arguments
 from .mux import check_divisible
 
 Family = Literal["encoder", "decoder", "encoder-decoder"]
-# RevMuxConfig(composite="auto") per family: where the slots are written (mux.py), chosen by measurement
-# (docs/results.md, "Composites in the model's own basis").
-COMPOSITE_DEFAULTS: dict[str, str] = {"encoder": "blocks", "decoder": "blocks", "encoder-decoder": "blocks"}
+# RevMuxConfig(composite="auto"): where the slots are written (mux.py), per family and N, chosen by measurement
+# (docs/results.md, "Composites in the model's own basis"); "blocks" wherever nothing here says otherwise.
+COMPOSITE_DEFAULTS: dict[str, dict[int, str]] = {"encoder": {}, "decoder": {2: "basis"}, "encoder-decoder": {}}
+
+
+def default_composite(family: str, compose_size: int) -> str:
+    """What ``composite="auto"`` resolves to for a family at N = ``compose_size``."""
+    return COMPOSITE_DEFAULTS[family].get(compose_size, "blocks")
 # What the layer does for one adapter: run untouched, multiplex its input, take the first of each group of its
 # input (identical decoder inputs), or run on composites with shrunk arguments. ``demux`` marks the last layer.
 RoleKind = Literal["pass", "mux", "collapse", "carry"]

@@ -89,7 +89,7 @@ class RevMuxConfig(PeftConfig):
                           "the principal directions of the layer-K states, written back in place (mu + Q [y_0; ...]), "
                           "so the frozen layers read every instance where the model itself puts information; calibrate "
                           "it with RevMuxModel.calibrate_basis(layer-K states) before training (revmux train does). "
-                          "'auto': each family's measured default (tuner/architectures.py, COMPOSITE_DEFAULTS). "
+                          "'auto': the measured default for the family and N (tuner/architectures.py, COMPOSITE_DEFAULTS). "
                           "Resolved at injection and saved; an adapter saved without this field loads as 'blocks'."},
     )
     demux_positions: Literal["auto", "all"] = field(

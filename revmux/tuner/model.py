@@ -13,7 +13,8 @@ from peft.tuners.tuners_utils import BaseTuner
 from peft.utils.other import ModulesToSaveWrapper, _set_trainable
 from torch import nn
 
-from .architectures import COMPOSITE_DEFAULTS, MuxPlan, ReadMode, check_attention_supported, plan_injection, sequence_classifier_reads
+from .architectures import (MuxPlan, ReadMode, check_attention_supported, default_composite, plan_injection,
+                            sequence_classifier_reads)
 from .config import RevMuxConfig
 from .grouping import check_identical_in_groups, group_union
 from .layer import RevMuxLayer, demux_after_final_norm, execution_device_and_dtype
@@ -136,7 +137,8 @@ class RevMuxModel(BaseTuner):
         peft_config.combine_first = sum(role.kind == "pass" for role in plan.roles.values())
         peft_config.demux_after = "final_norm" if plan.final_norm else "last_layer"  # resolved here, saved
         if peft_config.composite == "auto":  # resolved here, saved
-            peft_config.composite = "blocks" if peft_config.mux_type == "adapter" else COMPOSITE_DEFAULTS[plan.family]
+            peft_config.composite = ("blocks" if peft_config.mux_type == "adapter" else
+                                     default_composite(plan.family, peft_config.compose_size))
         self._plans[name] = plan
         # What the head reads depends on the model class, not on the PEFT task type (task_type may be None).
         is_classifier = type(model).__name__.endswith("ForSequenceClassification")
@@ -210,7 +212,8 @@ class RevMuxModel(BaseTuner):
             raise ValueError(
                 f"The saved weights do not fit the multiplexer that adapter_config.json describes (compose_size="
                 f"{config.compose_size}, combine_first={config.combine_first}, mux_type={config.mux_type!r}, "
-                f"standardize={config.standardize}, composite={config.composite!r}): {'; '.join(problems)}. These fields must stay as they were "
+                f"standardize={config.standardize}, composite={config.composite!r}): {'; '.join(problems)}. These "
+                "fields must stay as they were "
                 "when the adapter was saved; was adapter_config.json edited, or the weights saved from another model?")
         return remapped
 
