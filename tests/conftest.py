@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 import torch
@@ -47,6 +48,14 @@ def revmux_config(name: str, **kwargs) -> revmux.RevMuxConfig:
     kwargs.setdefault("compose_size", 2)
     kwargs.setdefault("combine_first", 2)
     return revmux.RevMuxConfig(task_type=MODELS[name][1], **kwargs)
+
+
+def starts_without_gradient(model, parameter_name: str) -> bool:
+    """A parameter that gets no gradient at the first step by design: in a ``composite="basis"`` multiplexer the
+    coupling functions and the shared up-projection start at zero (zero last layer), so the layers before that last
+    layer learn from the second step on (tests/test_basis.py checks that they do)."""
+    composite = next(iter(model.peft_config.values())).composite
+    return composite == "basis" and re.search(r"\.(coupling\.functions\.\d+\.0|up\.[03])\.", parameter_name) is not None
 
 
 def logits(model, batch) -> torch.Tensor:

@@ -2,9 +2,10 @@
 
 import pytest
 import torch
-from conftest import MODELS, logits, make_batch, make_model, make_muxed
+from conftest import MODELS, logits, make_batch, make_model, make_muxed, starts_without_gradient
 
 import revmux
+from revmux.tuner.grouping import pad_to_groups
 from revmux.tuner.layer import RevMuxLayer
 
 
@@ -92,6 +93,9 @@ def test_only_adapter_and_head_train_and_all_get_gradients(model_name, train_hea
     assert any("revmux_mux" in n for n in trainable)
     model(**batch, labels=_labels(model_name, batch)).loss.backward()
     for name, p in trainable.items():
+        if starts_without_gradient(model, name):
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+            continue
         assert p.grad is not None and p.grad.abs().sum() > 0, f"{name} received no gradient"
 
 
@@ -106,14 +110,19 @@ def test_eager_and_sdpa_agree(model_name):
     torch.testing.assert_close(eager, sdpa, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("composite", ["blocks", "basis"])
 @pytest.mark.parametrize("demux_after", ["last_layer", "final_norm"])
 @pytest.mark.parametrize("n", [2, 3, 4, 8])
-def test_identity_backbone_demux_restores_instances(n, demux_after):
+def test_identity_backbone_demux_restores_instances(n, demux_after, composite):
     """With the layers after K (and, demultiplexing after it, the final norm) replaced by the identity,
     demux(mux(x)) == x for every real instance."""
     name = "llama-causal"
-    model = make_muxed(name, compose_size=n if 32 % n == 0 else 2, combine_first=1, demux_after=demux_after)
+    model = make_muxed(name, compose_size=n if 32 % n == 0 else 2, combine_first=1, demux_after=demux_after,
+                       composite=composite)
     n = model.peft_config["default"].compose_size
+    if composite == "basis":  # a basis that is not the identity
+        g = torch.Generator().manual_seed(0)
+        model.base_model.calibrate_basis(torch.randn(200, 32, generator=g) @ torch.randn(32, 32, generator=g) + 1)
     assert model.peft_config["default"].demux_after == demux_after
     for layer in model.base_model.model.model.layers[1:]:
         layer.base_layer.forward = lambda hidden, *args, **kwargs: hidden
@@ -125,7 +134,13 @@ def test_identity_backbone_demux_restores_instances(n, demux_after):
     with torch.no_grad(), model.base_model.recording() as recording:
         logits(model, batch)
     real = batch["attention_mask"].bool()  # (B, T)
-    expected = mux.up(mux.down(recording.layer_k_states))  # (B, T, d): what an exact demux(mux(x)) restores
+    # what an exact demux(mux(x)) restores: each instance's own representation x_n through the up-projection
+    x = mux.instances(pad_to_groups(recording.layer_k_states, n))  # (G*N, T, w)
+    if composite == "blocks":
+        expected = mux.up(x)[:7]  # (B, T, d)
+    else:
+        x = x.view(-1, n, *x.shape[1:])  # (G, N, T, w)
+        expected = (mux.slot_up(x) + mux.up(x)).flatten(0, 1)[:7]  # (B, T, d)
     assert recording.restored.shape[0] == 7
     torch.testing.assert_close(recording.restored[real], expected[real], rtol=0, atol=1e-5)
 
