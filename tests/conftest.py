@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -48,6 +49,15 @@ def revmux_config(name: str, **kwargs) -> revmux.RevMuxConfig:
     kwargs.setdefault("compose_size", 2)
     kwargs.setdefault("combine_first", 2)
     return revmux.RevMuxConfig(task_type=MODELS[name][1], **kwargs)
+
+
+def save_as_before(model, folder, field: str) -> None:
+    """Save ``model``'s adapter as a revmux from before ``field`` existed would have: without it in adapter_config.json."""
+    model.save_pretrained(folder)
+    path = folder / "adapter_config.json"
+    config = json.loads(path.read_text())
+    del config[field]
+    path.write_text(json.dumps(config))
 
 
 def starts_without_gradient(model, parameter_name: str) -> bool:

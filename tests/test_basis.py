@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import MODELS, logits, make_batch, make_model, make_muxed, revmux_config
+from conftest import MODELS, logits, make_batch, make_model, make_muxed, revmux_config, save_as_before
 from peft import PeftModel
 from safetensors.torch import load_file
 
@@ -151,12 +151,11 @@ def test_round_trip_keeps_the_basis(tmp_path, name):
 
 
 def test_an_adapter_saved_before_the_field_loads_as_blocks(tmp_path):
-    name = "bert-seqcls"
+    """A decoder at N = 2, where "auto" now means basis: an adapter saved before the field wrote blocks."""
+    name = "llama-causal"
     model = make_muxed(name, composite="blocks")
-    model.save_pretrained(tmp_path)
-    config = json.loads((tmp_path / "adapter_config.json").read_text())
-    del config["composite"]
-    (tmp_path / "adapter_config.json").write_text(json.dumps(config))
+    assert default_composite(MODELS[name][2], 2) == "basis"
+    save_as_before(model, tmp_path, "composite")
     loaded = PeftModel.from_pretrained(make_model(name), tmp_path).eval()
     assert loaded.peft_config["default"].composite == "blocks"
     assert torch.equal(logits(loaded, make_batch(name)), logits(model, make_batch(name)))

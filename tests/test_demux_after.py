@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from conftest import MODELS, logits, make_batch, make_model, make_muxed
+from conftest import MODELS, logits, make_batch, make_model, make_muxed, save_as_before
 from peft import PeftModel
 
 import revmux
@@ -100,10 +100,7 @@ def test_an_adapter_saved_before_the_field_loads_after_the_last_layer(tmp_path):
     muxed = make_muxed(name, demux_after="last_layer")
     batch = make_batch(name)
     expected = logits(muxed, batch)
-    muxed.save_pretrained(tmp_path)
-    config = json.loads((tmp_path / "adapter_config.json").read_text())
-    del config["demux_after"]
-    (tmp_path / "adapter_config.json").write_text(json.dumps(config))
+    save_as_before(muxed, tmp_path, "demux_after")
     loaded = PeftModel.from_pretrained(make_model(name), tmp_path).eval()
     assert loaded.peft_config["default"].demux_after == "last_layer"
     assert torch.equal(logits(loaded, batch), expected)
