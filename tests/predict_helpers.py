@@ -35,8 +35,10 @@ def make_adapter(folder: Path, labels=("billing", "bug", "praise"), pair: bool =
     task = make_task("tickets", labels, pair, label_words=["good", "bad", "fine", "dull", "funny"][:len(labels)]
                      if family != "encoder" else None)
     torch.manual_seed(seed)
+    # identity_above_k needs blocks: a basis adapter restores each slot through its own P_n and U_n, so even over an
+    # exact backbone an instance's answer depends on the slot it lands in
     config = revmux.RevMuxConfig(task_type=TINY_MODELS[CLI_ALIASES[alias]][1], compose_size=2, combine_first=2,
-                                 **({"demux_after": "last_layer"} if identity_above_k else {}))
+                                 **({"demux_after": "last_layer", "composite": "blocks"} if identity_above_k else {}))
     muxed = revmux.get_revmux_model(base, config)
     with torch.no_grad():  # a trained-looking adapter: the muxed predictions differ from the teacher's
         for name, p in muxed.named_parameters():
