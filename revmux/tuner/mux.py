@@ -26,6 +26,7 @@ Where the slots are written (``composite``):
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -246,17 +247,20 @@ class _ReversibleMultiplexer(Multiplexer):
     def _instances(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.composite == "blocks":
             return self.down(hidden)  # (G*N, T, d/N)
-        x = (hidden - self.basis_mean).view(-1, self.compose_size, *hidden.shape[1:])  # (G, N, T, d)
-        return self.slot_down(x).flatten(0, 1)  # (G*N, T, d/N)
+        x = hidden.view(-1, self.compose_size, *hidden.shape[1:])  # (G, N, T, d)
+        centring = torch.einsum("nwd,d->nw", self.slot_down.weight, self.basis_mean)[:, None, :]  # P_n mu: (N, 1, w)
+        return (self.slot_down(x) - centring).flatten(0, 1)  # (G*N, T, d/N): P_n (h - mu) without a (B, T, d) copy
 
     def _combine(self, instances: torch.Tensor) -> torch.Tensor:
         x = instances.view(-1, self.compose_size, *instances.shape[1:])  # (G, N, T, d/N)
         y = self.coupling(x)  # (G, T, d): blocks [y_0; ...; y_{N-1}]
-        return y if self.composite == "blocks" else self.basis_mean + y @ self.basis.T  # (G, T, d)
+        return y if self.composite == "blocks" else F.linear(y, self.basis, self.basis_mean)  # (G, T, d): mu + Q y
 
     def _read(self, composite: torch.Tensor) -> torch.Tensor:
         """(..., d) composite -> (..., d) the chain's output blocks: the composite itself, or Q^T (c - mu)."""
-        return composite if self.composite == "blocks" else (composite - self.basis_mean) @ self.basis
+        if self.composite == "blocks":
+            return composite
+        return F.linear(composite, self.basis.T, -(self.basis_mean @ self.basis))  # (..., d): Q^T c - Q^T mu
 
 
 class ReversibleMux(_ReversibleMultiplexer):
