@@ -139,12 +139,17 @@ class SlotLinear(nn.Module):
         self.weight = nn.Parameter(torch.zeros(compose_size, n_out, n_in))
         self.bias = nn.Parameter(torch.zeros(compose_size, n_out))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("...nti,noi->...nto", x, self.weight) + self.bias[:, None, :]  # (..., N, T, n_out)
+    def forward(self, x: torch.Tensor, slots: torch.Tensor | None = None,
+                centre: torch.Tensor | None = None) -> torch.Tensor:
+        """(..., N, T, n_in) -> (..., N, T, n_out), slot n through its own map; with ``slots``, (R, n_in) rows ->
+        (R, n_out), row r through slot slots[r]'s map. ``centre`` (n_in,): map x - centre, folded into the bias.
 
-    def pick(self, x: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        """(R, n_in) rows, (R,) slots -> (R, n_out): row r through its own slot's map."""
-        return torch.einsum("ri,roi->ro", x, self.weight[slots]) + self.bias[slots]  # (R, n_out)
+        Every use of the weights is inside ``forward``: hooks that bring offloaded weights in (accelerate) wrap it.
+        """
+        bias = self.bias if centre is None else self.bias - torch.einsum("noi,i->no", self.weight, centre)  # (N, n_out)
+        if slots is not None:
+            return torch.einsum("ri,roi->ro", x, self.weight[slots]) + bias[slots]  # (R, n_out)
+        return torch.einsum("...nti,noi->...nto", x, self.weight) + bias[:, None, :]  # (..., N, T, n_out)
 
 
 class ReversibleCoupling(nn.Module):
@@ -248,8 +253,7 @@ class _ReversibleMultiplexer(Multiplexer):
         if self.composite == "blocks":
             return self.down(hidden)  # (G*N, T, d/N)
         x = hidden.view(-1, self.compose_size, *hidden.shape[1:])  # (G, N, T, d)
-        centring = torch.einsum("nwd,d->nw", self.slot_down.weight, self.basis_mean)[:, None, :]  # P_n mu: (N, 1, w)
-        return (self.slot_down(x) - centring).flatten(0, 1)  # (G*N, T, d/N): P_n (h - mu) without a (B, T, d) copy
+        return self.slot_down(x, centre=self.basis_mean).flatten(0, 1)  # (G*N, T, d/N): P_n (h - mu), no (B, T, d) copy
 
     def _combine(self, instances: torch.Tensor) -> torch.Tensor:
         x = instances.view(-1, self.compose_size, *instances.shape[1:])  # (G, N, T, d/N)
@@ -291,7 +295,7 @@ class ReversibleMux(_ReversibleMultiplexer):
     def _demux_slots(self, rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         x = self.coupling.inverse(self._read(rows)[:, None])  # (R, N, 1, d/N)
         x = x[torch.arange(len(rows), device=rows.device), slots, 0]  # (R, d/N)
-        return self.up(x) if self.composite == "blocks" else self.slot_up.pick(x, slots) + self.up(x)  # (R, d)
+        return self.up(x) if self.composite == "blocks" else self.slot_up(x, slots=slots) + self.up(x)  # (R, d)
 
 
 class MlpDemux(nn.Module):
