@@ -131,6 +131,9 @@ def _add_train_arguments(p: argparse.ArgumentParser, grid: bool = False) -> None
     own.add_argument("--label_words", default=None,
                      help="decoders: the word each class is read at, name=word,... or word,... in sorted label "
                           "order (default: the label names)")
+    own.add_argument("--label_names", default=None,
+                     help="what predictions call each class, name,... in sorted label order, e.g. negative,positive "
+                          "for labels 0,1 (default: the label values)")
     own.add_argument("--instruction", default=None,
                      help="decoders: the question the prompt asks (default: 'What is the <label column> of the "
                           "following text?')")

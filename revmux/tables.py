@@ -315,25 +315,39 @@ def parse_label_words(text: str | None) -> list[str] | dict[str, str] | None:
     return items
 
 
+def parse_class_names(text: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``--label_names``: ``name,name`` in label-id order (sorted label values); None gives ``()``."""
+    if text is None:
+        return ()
+    return tuple(n.strip() for n in (text.split(",") if isinstance(text, str) else text))
+
+
 def make_task(name: str, label_names: Sequence[str], pair: bool,
               label_words: Sequence[str] | Mapping[str, str] | None = None, instruction: str | None = None,
-              label_column: str | None = "label") -> TaskSpec:
-    """A ``TaskSpec`` for own data; label words and instruction default to ``default_label_words`` and
-    ``default_instruction``.
+              label_column: str | None = "label", class_names: Sequence[str] = ()) -> TaskSpec:
+    """A ``TaskSpec`` for own data; label words default to the class names (``default_label_words``), the
+    instruction to ``default_instruction``.
 
     Args:
         label_words: one word per class in label-id order, or ``{label name: word}`` for every class.
+        class_names: what predictions call each class, in label-id order (default: the label values themselves);
+            e.g. ``("negative", "positive")`` for labels 0 / 1.
 
     Raises:
-        RunError: for fewer than two classes, or label words that do not give exactly one non-empty, distinct word
-            per class.
+        RunError: for fewer than two classes, class names that are not one non-empty, distinct name per class, or
+            label words that do not give exactly one non-empty, distinct word per class.
     """
-    label_names = tuple(label_names)
+    label_names, class_names = tuple(label_names), tuple(class_names)
     if len(label_names) < 2:
         raise RunError(f"{name}: found {len(label_names)} class(es) {list(label_names)} in the training labels; a "
                        f"classifier needs at least 2. Check --label_column.")
+    if class_names and (len(class_names) != len(label_names) or len(set(class_names)) != len(class_names)
+                        or not all(class_names)):
+        raise RunError(f"--label_names {','.join(class_names)} gives {len(class_names)} name(s) for the "
+                       f"{len(label_names)} labels {list(label_names)} (sorted); give one distinct, non-empty name "
+                       f"per label, in that order.")
     if label_words is None:
-        words = default_label_words(label_names)
+        words = default_label_words(class_names or label_names)
     elif isinstance(label_words, Mapping):
         missing, unknown = [n for n in label_names if n not in label_words], \
             [n for n in label_words if n not in label_names]
@@ -355,7 +369,8 @@ def make_task(name: str, label_names: Sequence[str], pair: bool,
     if not instruction:
         raise RunError("--instruction is empty; give the question the decoder answers, or leave it out for the "
                        "default.")
-    return TaskSpec(name=name, label_names=label_names, label_words=words, pair=pair, instruction=instruction)
+    return TaskSpec(name=name, label_names=label_names, label_words=words, pair=pair, instruction=instruction,
+                    class_names=class_names)
 
 
 def first_tokens(tokenizer, label_words: Sequence[str], family: str) -> list[int]:
@@ -403,7 +418,8 @@ def train_task_from_files(train_file: str | os.PathLike, validation_file: str | 
                           text_pair_column: str | None = None, label_column: str = "label",
                           label_words: Sequence[str] | Mapping[str, str] | str | None = None,
                           instruction: str | None = None, name: str | None = None,
-                          file_format: str | None = None) -> tuple[TaskSpec, dict[str, list[Example]]]:
+                          file_format: str | None = None,
+                          class_names: Sequence[str] | str | None = None) -> tuple[TaskSpec, dict[str, list[Example]]]:
     """The task and splits of own labeled tables, shaped like ``revmux.train.data.load_task``'s.
 
     The label set is the training file's labels (``sorted_labels``); validation and test labels must be among them.
@@ -412,6 +428,7 @@ def train_task_from_files(train_file: str | os.PathLike, validation_file: str | 
     Args:
         name: the task's name (default: ``default_task_name``).
         label_words: for decoders; a list in label-id order, ``{name: word}``, or the ``--label_words`` string.
+        class_names: what predictions call each class, in label-id order, or the ``--label_names`` string.
 
     Returns:
         ``(task, {"train": [...], "dev": [...], "test": [...]})``, with "dev" (the validation file) and "test" only
@@ -429,7 +446,7 @@ def train_task_from_files(train_file: str | os.PathLike, validation_file: str | 
     label_names = sorted_labels(n for _, n in raw)
     task = make_task(name or default_task_name(train_file), label_names, text_pair_column is not None,
                      parse_label_words(label_words) if isinstance(label_words, str) else label_words, instruction,
-                     label_column)
+                     label_column, parse_class_names(class_names))
     splits = {"train": [example_of(train_file, row, columns, label_names) for row, _ in raw]}
     del raw
     if validation_file is not None:
@@ -473,7 +490,7 @@ def load_saved_task(folder: str | os.PathLike) -> tuple[TaskSpec, Columns] | Non
         task = data["task"]
         spec = TaskSpec(name=task["name"], label_names=tuple(task["label_names"]),
                         label_words=tuple(task["label_words"]), pair=bool(task["pair"]),
-                        instruction=task["instruction"])
+                        instruction=task["instruction"], class_names=tuple(task.get("class_names", ())))
         return spec, Columns(**data["columns"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"{path}: unreadable ({type(e).__name__}: {e}). Retrain, or rewrite it with "

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from revmux.assets import parse_mr_snippets
-from revmux.train.data import TASKS, DataError, Example, load_task, read_glue, read_table, split_examples, write_sst2_tsv
+from revmux.train.data import (TASKS, DataError, Example, TaskSpec, load_task, read_glue, read_table, split_examples,
+                               write_sst2_tsv)
 
 QUOTED = '"the best" film of \'\' the year '  # a leading quote, '' and a trailing space survive verbatim
 
@@ -50,6 +51,16 @@ def test_task_specs_are_consistent():
     for name, spec in TASKS.items():
         assert spec.name == name and len(spec.label_names) == len(spec.label_words) == 2 and spec.instruction
     assert [name for name, spec in TASKS.items() if spec.pair] == ["rte", "qnli", "mrpc"]
+    # what predictions call the classes: names, never the files' 0 / 1
+    assert {name: spec.names for name, spec in TASKS.items()} == {
+        "sst-2": ("negative", "positive"), "mr": ("negative", "positive"), "rte": ("entailment", "not_entailment"),
+        "qnli": ("entailment", "not_entailment"), "mrpc": ("not_equivalent", "equivalent")}
+
+
+@pytest.mark.parametrize("names", [("a",), ("a", "a"), ("a", " ")])
+def test_class_names_are_one_distinct_name_per_label(names):
+    with pytest.raises(ValueError, match="one per label"):
+        TaskSpec("t", ("0", "1"), ("no", "yes"), False, "?", names)
 
 
 def test_missing_file(tmp_path):

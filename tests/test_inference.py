@@ -35,7 +35,7 @@ def test_muxed_predictions_are_distributions_over_the_task_labels(muxed):
     predictions = MuxClassifier(model, tokenizer, "sst-2", batch_size=3)(TEXTS)  # 3 is odd: partial groups
     assert len(predictions) == len(TEXTS)
     for p in predictions:
-        assert p.label in ("0", "1") and p.label == ("0", "1")[p.label_id]
+        assert p.label == ("negative", "positive")[p.label_id]  # the class names, beside the id
         assert sum(p.probabilities) == pytest.approx(1.0, abs=1e-5)
 
 

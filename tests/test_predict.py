@@ -86,7 +86,8 @@ def test_csv_output_with_labels_reports_the_accuracy(tmp_path, loaded, rows, cap
     report = run(loaded, source, tmp_path / "out.csv", columns=Columns(label="label"), progress=True)
     with open(tmp_path / "out.csv", newline="") as f:
         out = list(csv.DictReader(f))
-    assert list(out[0]) == ["id", "label", "prob_billing", "prob_bug", "prob_praise"]
+    assert list(out[0]) == ["id", "label", "label_id", "prob_billing", "prob_bug", "prob_praise"]
+    assert all(r["label"] == ("billing", "bug", "praise")[int(r["label_id"])] for r in out)
     correct = sum(r["label"] == row["label"] for r, row in zip(out, rows))
     assert report.accuracy == pytest.approx(correct / N_ROWS)
     printed = capsys.readouterr().out

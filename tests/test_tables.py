@@ -150,6 +150,22 @@ def test_the_task_saved_with_an_adapter_reads_back(tmp_path):
         load_saved_task(tmp_path)
 
 
+def test_label_names_name_integer_labels_and_are_saved_with_the_task(tmp_path):
+    rows = [{"text": "bad", "label": 0}, {"text": "good", "label": 1}, {"text": "meh", "label": 0}]
+    task, splits = train_task_from_files(write_table(tmp_path / "train.jsonl", rows), class_names="negative,positive")
+    assert (task.label_names, task.names) == (("0", "1"), ("negative", "positive"))  # files keep their values
+    assert task.label_words == ("negative", "positive")  # and a decoder answers with the names
+    assert [e.label for e in splits["train"]] == [0, 1, 0]
+    save_task(tmp_path, task, Columns())
+    assert load_saved_task(tmp_path)[0] == task
+    saved = json.loads((tmp_path / "revmux_task.json").read_text())
+    del saved["task"]["class_names"]  # a task saved before names existed: its values are its names
+    (tmp_path / "revmux_task.json").write_text(json.dumps(saved))
+    assert load_saved_task(tmp_path)[0].names == ("0", "1")
+    with pytest.raises(RunError, match=r"--label_names neg gives 1 name\(s\) for the 2 labels \['0', '1'\]"):
+        train_task_from_files(write_table(tmp_path / "train.jsonl", rows), class_names="neg")
+
+
 def test_one_column_for_two_roles_is_refused():
     with pytest.raises(RunError, match="one column for two roles"):
         Columns(text="t", label="t")

@@ -73,7 +73,7 @@ class BatchPredictor:
         """What ``GET /info`` shows: the task, its labels, N and K, max_length."""
         classifier = self.classifier
         serving = classifier.serving
-        return {"task": classifier.task.name, "labels": list(classifier.task.label_names),
+        return {"task": classifier.task.name, "labels": list(classifier.task.names),
                 "pair": classifier.task.pair, "compose_size": self.compose_size, "combine_first": self.combine_first,
                 "max_length": classifier.head.max_length, "remainder": self.remainder,
                 "teacher": None if serving is None else serving.teacher,

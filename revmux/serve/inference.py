@@ -27,7 +27,7 @@ DEFAULT_MAX_LENGTH = 128  # for models without saved serving metadata
 
 @dataclass(frozen=True)
 class Prediction:
-    label: str  # the task's label name, e.g. "1" / "entailment"
+    label: str  # the class name (TaskSpec.names), e.g. "positive" / "entailment"
     label_id: int
     probabilities: tuple[float, ...]  # softmax over the classes, in label-id order
 
@@ -181,5 +181,5 @@ class MuxClassifier:
         predictions = []
         for p in probabilities:
             label_id = int(p.argmax())
-            predictions.append(Prediction(self.task.label_names[label_id], label_id, tuple(p.tolist())))
+            predictions.append(Prediction(self.task.names[label_id], label_id, tuple(p.tolist())))
         return predictions

@@ -98,9 +98,10 @@ def output_format(path: str | os.PathLike) -> str:
 class _Writer:
     """Records to bytes: one JSON object per line, or CSV rows under a header."""
 
-    def __init__(self, fmt: str, label_names: tuple[str, ...], teacher: bool):
+    def __init__(self, fmt: str, class_names: tuple[str, ...], teacher: bool):
         self.fmt = fmt
-        self.fields = ["id", "label", *(f"prob_{n}" for n in label_names)] + (["teacher_label"] if teacher else [])
+        self.fields = ["id", "label", "label_id", *(f"prob_{n}" for n in class_names)] + (
+            ["teacher_label"] if teacher else [])
 
     def header(self) -> bytes:
         return self._csv([self.fields]) if self.fmt == "csv" else b""
@@ -223,7 +224,7 @@ def predict(model, tokenizer, task: TaskSpec, input_path: str | os.PathLike, out
     output = Path(output_path)
     output.parent.mkdir(parents=True, exist_ok=True)
     path = output if processes == 1 else part_path(output, rank, processes)
-    writer = _Writer(fmt if processes == 1 else "jsonl", task.label_names, compare_teacher)
+    writer = _Writer(fmt if processes == 1 else "jsonl", task.names, compare_teacher)
     settings = _settings(input_path, fmt, task, columns, chunk_size=chunk_size, batch_size=batch_size,
                          max_length=max_length, compare_teacher=compare_teacher, processes=processes, more=settings)
 
@@ -287,7 +288,8 @@ def _settings(input_path, fmt: str, task: TaskSpec, columns: Columns, *, chunk_s
               max_length: int, compare_teacher: bool, processes: int, more: Mapping | None) -> dict:
     """What a resumed run must share with the interrupted one (saved in the progress file), ``more`` included."""
     return {"input": str(input_path) if str(input_path) == STDIN else str(Path(input_path).resolve()),
-            "output_format": fmt, "label_names": list(task.label_names), "columns": asdict(columns),
+            "output_format": fmt, "label_names": list(task.label_names), "class_names": list(task.names),
+            "columns": asdict(columns),
             "chunk_size": chunk_size, "batch_size": batch_size, "max_length": max_length,
             "compare_teacher": compare_teacher, "num_processes": processes, **(more or {})}
 
@@ -417,7 +419,7 @@ def _gather(output: Path, target: _Target, state, chunk_size: int, fmt: str, tas
     total, resumed = target.stats, target.resumed_rows
     state.wait_for_everyone()
     if state.is_main_process:
-        total, resumed = _merge(output, state.num_processes, chunk_size, _Writer(fmt, task.label_names,
+        total, resumed = _merge(output, state.num_processes, chunk_size, _Writer(fmt, task.names,
                                                                                  compare_teacher))
     state.wait_for_everyone()
     return total, resumed
@@ -455,8 +457,8 @@ def _predict_chunk(classifier, model, task: TaskSpec, chunk: list, compare_teach
         stats.teacher_seconds = time.perf_counter() - started
     records = []
     for i, ((identifier, example, label), p) in enumerate(zip(chunk, predictions)):
-        record = {"id": identifier, "label": p.label}
-        record.update({f"prob_{n}": round(v, 6) for n, v in zip(task.label_names, p.probabilities)})
+        record = {"id": identifier, "label": p.label, "label_id": p.label_id}
+        record.update({f"prob_{n}": round(v, 6) for n, v in zip(task.names, p.probabilities)})
         if teacher is not None:
             record["teacher_label"] = teacher[i].label
             stats.agree += teacher[i].label_id == p.label_id

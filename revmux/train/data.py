@@ -27,26 +27,41 @@ class Example:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What a task looks like: label names as written in the files, words for prompting, pair or single text."""
+    """What a task looks like: label names as written in the files, words for prompting, pair or single text, and the
+    names users see (``class_names``; default: the label names), one per label id."""
 
     name: str
     label_names: tuple[str, ...]
     label_words: tuple[str, ...]
     pair: bool
     instruction: str
+    class_names: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "class_names", tuple(self.class_names))
+        if self.class_names and (len(self.class_names) != len(self.label_names)
+                                 or len(set(self.class_names)) != len(self.class_names)
+                                 or not all(isinstance(n, str) and n.strip() for n in self.class_names)):
+            raise ValueError(f"class names {list(self.class_names)} must be non-empty and distinct, one per label "
+                             f"{list(self.label_names)} in label-id order.")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The class names predictions carry, in label-id order."""
+        return self.class_names or self.label_names
 
 
 TASKS: dict[str, TaskSpec] = {
     "sst-2": TaskSpec("sst-2", ("0", "1"), ("negative", "positive"), False,
-                      "Is the sentiment of this movie review positive or negative?"),
+                      "Is the sentiment of this movie review positive or negative?", ("negative", "positive")),
     "mr": TaskSpec("mr", ("0", "1"), ("negative", "positive"), False,
-                   "Is the sentiment of this movie review positive or negative?"),
+                   "Is the sentiment of this movie review positive or negative?", ("negative", "positive")),
     "rte": TaskSpec("rte", ("entailment", "not_entailment"), ("yes", "no"), True,
                     "Does the first sentence imply that the second sentence is true? Answer yes or no."),
     "qnli": TaskSpec("qnli", ("entailment", "not_entailment"), ("yes", "no"), True,
                      "Does the sentence contain the answer to the question? Answer yes or no."),
     "mrpc": TaskSpec("mrpc", ("0", "1"), ("no", "yes"), True,
-                     "Do the two sentences mean the same thing? Answer yes or no."),
+                     "Do the two sentences mean the same thing? Answer yes or no.", ("not_equivalent", "equivalent")),
 }
 
 

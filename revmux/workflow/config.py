@@ -87,6 +87,7 @@ class RunConfig:
     text_pair_column: str | None = None
     label_column: str = "label"
     label_words: str | None = None  # decoders: "name=word,..." or "word,..." in label-id order
+    label_names: str | None = None  # "name,name": what predictions call each class, in label-id order
     instruction: str | None = None  # decoders: the question asked (default from the label column)
 
     def __post_init__(self):
@@ -112,7 +113,7 @@ class RunConfig:
                 # task_and_splits / check_run ask for it when the data is read)
                 raise RunError("pass --task_name and --data_dir (a GLUE task), or --train_file and "
                                "--validation_file (your own CSV, TSV or JSON Lines tables).")
-            for name in ("validation_file", "test_file", "label_words", "instruction"):
+            for name in ("validation_file", "test_file", "label_words", "label_names", "instruction"):
                 if getattr(self, name) is not None:
                     raise RunError(f"{name} is for your own tables; pass --train_file too (or leave it out).")
             try:

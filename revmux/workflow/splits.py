@@ -17,7 +17,8 @@ def task_and_splits(config: RunConfig) -> tuple[TaskSpec, dict[str, list[Example
 
     return train_task_from_files(config.train_file, config.validation_file, config.test_file, config.text_column,
                                  config.text_pair_column, config.label_column, label_words=config.label_words,
-                                 instruction=config.instruction, name=config.task_name)
+                                 instruction=config.instruction, name=config.task_name,
+                                 class_names=config.label_names)
 
 
 def prepare_splits(config: RunConfig, splits: dict[str, list[Example]] | None = None) -> dict[str, list[Example]]:

@@ -56,8 +56,8 @@ def load_teacher(config: RunConfig, task: TaskSpec, train: list[Example]) -> Tea
     classifier = classifies_with_head(family, source, config.head)
     model, tokenizer = load_model(source, family, len(task.label_names), classifier,
                                   ignore_mismatched_sizes=config.ignore_mismatched_sizes and config.teacher_dir is None)
-    model.config.id2label = dict(enumerate(task.label_names))  # saved with the teacher
-    model.config.label2id = {name: i for i, name in enumerate(task.label_names)}
+    model.config.id2label = dict(enumerate(task.names))  # saved with the teacher: what a pipeline() prints
+    model.config.label2id = {name: i for i, name in enumerate(task.names)}
     check_label_words(tokenizer, task, "encoder" if classifier else family)  # a classifier reads no label words
     head = head_for(model, tokenizer, task, config.max_length, chat_template=uses_chat_template(config, tokenizer))
     teacher = Teacher(model, tokenizer, head, family, classifier, source)
