@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of docs/benchmarks.md ("GPU"): `revmux bench` in bf16 on CUDA and the test suite (which runs
+# The GPU check of docs/history/benchmarks.md ("GPU"): `revmux bench` in bf16 on CUDA and the test suite (which runs
 # tests/test_cuda.py there), logged under OUT_DIR.
 #
 #   bash examples/gpu_check.sh [OUT_DIR] [MINILM] [STEP ...]

@@ -1,5 +1,5 @@
 """What int8's weight scales cost a RevMUX adapter: ``revmux eval --quantize int8`` with torch's per-channel dynamic
-qconfig in place of the per-tensor default, optionally with the multiplexer kept in float32 (docs/benchmarks.md).
+qconfig in place of the per-tensor default, optionally with the multiplexer kept in float32 (docs/performance.md).
 
     python examples/int8_qconfig_eval.py --adapter_dir runs/demo/adapter --output runs/demo/eval_int8_per_channel.json
     python examples/int8_qconfig_eval.py --adapter_dir runs/demo/adapter --float_multiplexer \

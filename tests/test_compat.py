@@ -26,7 +26,7 @@ def test_torch_compile_matches_eager():
     batch = make_batch("bert-seqcls", batch_size=6)
     eager = logits(model, batch)
     # fullgraph: the multiplexed forward has no graph breaks. The "eager" backend keeps the test fast; inductor
-    # (docs/benchmarks.md) compiles the same graph.
+    # (docs/performance.md) compiles the same graph.
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     torch.testing.assert_close(logits(compiled, batch), eager, rtol=1e-5, atol=1e-6)
 

@@ -1,6 +1,6 @@
 """The exact properties and the compatibility items on a CUDA device (skipped where there is none).
 
-docs/benchmarks.md ("GPU") records a run of the whole suite and of ``revmux bench`` on a GPU.
+docs/history/benchmarks.md ("GPU") records a run of the whole suite and of ``revmux bench`` on a GPU.
 """
 
 import pytest

@@ -55,7 +55,7 @@ def test_bad_options_are_refused():
 
 def test_compiled_revmux_model_gives_the_same_logits():
     """The compiled backbone is the one the forward runs (traced: the eager backend needs no C compiler; inductor's
-    speed is measured by `revmux bench --precisions compiled`, docs/benchmarks.md)."""
+    speed is measured by `revmux bench --precisions compiled`, docs/performance.md)."""
     import torch._dynamo.testing
 
     name = "bert-seqcls"
