@@ -76,6 +76,10 @@ def check_run(config) -> None:
     """
     from revmux.workflow import classifies_with_head, model_family, prepare_splits, resolve_model_path, task_and_splits
 
+    if config.quantize == "int8" and torch.cuda.is_available():
+        raise RunError("--quantize int8 trains for dynamic int8 serving, which runs on the CPU only, and this machine "
+                       "trains on its GPU; leave --quantize out and serve in bfloat16 on the GPU, or train with "
+                       "CUDA_VISIBLE_DEVICES= on the CPU.")
     if config.train_file is None and not config.data_dir:
         raise RunError("no data: pass --data_dir (the GLUE task folder, or the GLUE root holding it), or "
                        "--train_file and --validation_file (your own CSV, TSV or JSON Lines tables).")

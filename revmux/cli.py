@@ -208,6 +208,10 @@ def _add_train_arguments(p: argparse.ArgumentParser, grid: bool = False) -> None
                    help="inner width of F_n (default: the hidden size d)")
     p.add_argument("--demux_hidden_size", type=int, default=None, help="inner width of U (default: 3d)")
     if not grid:
+        p.add_argument("--quantize", default=None, choices=("int8",),
+                       help="int8: train for serving in dynamic int8 (CPU): the teacher's prefix and readouts and "
+                       "every linear layer above K compute as int8 will (fake-quantized, straight-through "
+                       "gradients); the adapter is then served in int8 by default (default: float32)")
         p.add_argument("--resume", action="store_true", help="resume the adapter training from save_dir/checkpoints")
         p.add_argument("--no_checkpoints", dest="save_checkpoints", action="store_false", default=argparse.SUPPRESS,
                        help="save no checkpoint per epoch")
@@ -373,7 +377,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict:
     check_speedup_arguments(args)
     grid = {"combine_first": args.combine_first, "compose_size": args.compose_size, "model_type": args.model_type}
     config = run_config_from(argparse.Namespace(**{**vars(args), "combine_first": None, "compose_size": 2,
-                                                   "model_type": "revmux"}))
+                                                   "model_type": "revmux", "quantize": None}))
     sweep = SweepConfig(run=config, combine_first=grid["combine_first"], compose_size=grid["compose_size"],
                         model_types=grid["model_type"], max_drop=args.max_drop,
                         recommend_pairings=args.recommend_pairings, speedup=args.speedup,

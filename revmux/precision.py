@@ -13,10 +13,29 @@ work above K; the two multiply. ``quantize_multiplexer=False`` keeps the adapter
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
 QUANTIZE = (None, "int8")
+AS_TRAINED = "auto"  # serve in the precision the adapter was trained for (revmux_serving.json's quantize)
+
+
+def served_quantize(requested: str | None, trained: str | None) -> str | None:
+    """What to serve in: ``requested`` ("int8"; "none" or None: float32), or with "auto" the precision the adapter
+    was trained for (``revmux train --quantize``; None for float32 and adapters saved before).
+
+    Raises:
+        ValueError: for another value.
+    """
+    if requested == AS_TRAINED:
+        return trained
+    if requested in (None, "none"):
+        return None
+    if requested not in QUANTIZE:
+        raise ValueError(f"quantize must be 'int8', 'none' (float32) or 'auto' (as trained), got {requested!r}.")
+    return requested
 
 
 def prepare_for_serving(model: nn.Module, quantize: str | None = None, compile: bool = False,
@@ -46,7 +65,11 @@ def prepare_for_serving(model: nn.Module, quantize: str | None = None, compile: 
 
         linears = {name: default_dynamic_qconfig for name, module in model.named_modules()
                    if isinstance(module, nn.Linear) and (quantize_multiplexer or "revmux_" not in name)}
-        quantize_dynamic(model, linears, dtype=torch.qint8, inplace=True)
+        with warnings.catch_warnings():
+            # torch.ao's dynamic int8 is deprecated in favour of torchao, whose int8 dynamic path is measured 24-26x
+            # slower than float32 on this CPU (docs/performance.md, "int8 backends"); it stays until that changes
+            warnings.filterwarnings("ignore", message=r".*(torch\.ao\.quantization|quantize_per_tensor).*deprecated")
+            quantize_dynamic(model, linears, dtype=torch.qint8, inplace=True)
     if compile:
         backbone(model).compile(backend=compile_backend)
     return model
@@ -54,9 +77,10 @@ def prepare_for_serving(model: nn.Module, quantize: str | None = None, compile: 
 
 def add_serving_options(p) -> None:
     """``--quantize`` and ``--compile`` (``revmux.precision``), for the commands that serve a saved adapter."""
-    p.add_argument("--quantize", default=None, choices=("int8",),
+    p.add_argument("--quantize", default=AS_TRAINED, choices=("int8", "none", AS_TRAINED),
                    help="int8: dynamic int8 quantization of every linear layer, the adapter's included (CPU only); "
-                        "default: float32 as trained")
+                        "none: float32; default: auto, the precision the adapter was trained for (revmux train "
+                        "--quantize)")
     p.add_argument("--compile", action="store_true", help="torch.compile the backbone (inductor; needs a C compiler)")
 
 

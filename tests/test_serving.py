@@ -152,7 +152,7 @@ def test_a_decoder_served_without_calibration_warns():
     with pytest.raises(ValueError, match="takes no calibration"):
         MuxClassifier(bert, tokenizer, "sst-2", calibration=[0.0, 0.0])
     classifier = MuxClassifier(model, tokenizer, "sst-2", calibration=torch.tensor([0.1, 0.2]))
-    assert classifier(["good"])[0].label in TASKS["sst-2"].label_names
+    assert classifier(["good"])[0].label in TASKS["sst-2"].names
 
 
 CHAT = "{% for m in messages %}[CLS] {{ m['content'] }}{% endfor %}{% if add_generation_prompt %} [SEP]{% endif %}"

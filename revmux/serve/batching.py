@@ -89,7 +89,7 @@ class ModelSource:
     model_name: str | None = None
     task_name: str | None = None
     max_length: int | None = None
-    quantize: str | None = None
+    quantize: str | None = "auto"  # "auto": as the adapter was trained (a plain model: float32)
     compile: bool = False
 
     def __post_init__(self):
@@ -109,12 +109,12 @@ class ModelSource:
             return MuxClassifier.from_pretrained(self.adapter_dir, task=self.task_name, max_length=self.max_length,
                                                  quantize=self.quantize, compile=self.compile)
         from revmux.loading import load_model, model_family, resolve_model_path
-        from revmux.precision import prepare_for_serving
+        from revmux.precision import prepare_for_serving, served_quantize
         from revmux.serve.serving import TRAINING_MAX_LENGTH
         from revmux.train.data import get_task
 
         task = get_task(self.task_name)
         path = resolve_model_path(self.model_name)
         model, tokenizer = load_model(path, model_family(path), len(task.label_names))
-        prepare_for_serving(model, self.quantize, self.compile)
+        prepare_for_serving(model, served_quantize(self.quantize, None), self.compile)
         return MuxClassifier(model, tokenizer, task, max_length=self.max_length or TRAINING_MAX_LENGTH)

@@ -73,7 +73,7 @@ class MuxClassifier:
     @classmethod
     def from_pretrained(cls, adapter_dir: str | os.PathLike, base_model=None, tokenizer=None,
                         task: str | TaskSpec | None = None, batch_size: int = 64, max_length: int | None = None,
-                        calibration: Sequence[float] | torch.Tensor | None = None, quantize: str | None = None,
+                        calibration: Sequence[float] | torch.Tensor | None = None, quantize: str | None = "auto",
                         compile: bool = False, **model_kwargs) -> MuxClassifier:
         """Serve an adapter ``revmux train`` saved, as it was trained.
 
@@ -85,8 +85,9 @@ class MuxClassifier:
             base_model: the teacher, already loaded (e.g. with a ``device_map``); default: loaded from the saved path.
             tokenizer: default: the one saved with the adapter.
             task, batch_size, max_length, calibration: as in the constructor; default: the saved ones.
-            quantize, compile: serve in dynamic int8 (``"int8"``, CPU only) and/or compiled
-                (``revmux.precision.prepare_for_serving``); default: float32 as trained.
+            quantize, compile: serve in dynamic int8 (``"int8"``, CPU only) or float32 (None, ``"none"``) and/or
+                compiled (``revmux.precision.prepare_for_serving``); default (``"auto"``): the precision the adapter
+                was trained for (``revmux train --quantize``), float32 unless it was trained for int8.
             **model_kwargs: passed to the teacher's ``from_pretrained`` (``dtype``, ``device_map``, ...).
 
         Raises:
@@ -116,9 +117,9 @@ class MuxClassifier:
             if source and os.path.isdir(source):  # a base built in memory has no folder to check
                 check_same_run(adapter_dir, info, source)
         model = PeftModel.from_pretrained(base_model, str(adapter_dir))
-        from revmux.precision import prepare_for_serving
+        from revmux.precision import prepare_for_serving, served_quantize
 
-        prepare_for_serving(model, quantize, compile)
+        prepare_for_serving(model, served_quantize(quantize, info.quantize), compile)
         tokenizer = tokenizer if tokenizer is not None else load_tokenizer(adapter_dir, teacher)
         max_length = info.max_length if max_length is None else max_length
         classifier = cls(model, tokenizer, spec, batch_size=batch_size, max_length=max_length,

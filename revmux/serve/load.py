@@ -221,7 +221,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offline_repeats", type=int, default=9,
                    help="rounds of the offline speed-up measured after the load (revmux bench, 64 x 64); 0: skip")
     add_deployment_arguments(p)
-    p.set_defaults(max_length=None, task_name=None, quantize=None, compile=False)
+    p.set_defaults(max_length=None, task_name=None, quantize="auto", compile=False)
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -569,6 +569,7 @@ class LoadedAdapter:
     max_length: int
     calibration: tuple[float, ...] | None = None
     chat_template: bool = False  # the prompt as trained (revmux_serving.json)
+    quantize: str | None = None  # the precision it was trained for (revmux_serving.json)
     settings: dict = field(default_factory=dict)  # what a resumed run must share
 
 
@@ -626,6 +627,7 @@ def load_adapter(adapter_dir: str | os.PathLike, model_name: str | None = None, 
         max_length = info.max_length if info is not None else TRAINING_MAX_LENGTH
     return LoadedAdapter(model, tokenizer, task, columns, max_length,
                          info.calibration if info is not None else None, info is not None and info.chat_template,
+                         info.quantize if info is not None else None,
                          {"adapter_dir": str(Path(adapter_dir).resolve()), "model_name": model_name})
 
 
@@ -686,9 +688,10 @@ def run(args: argparse.Namespace) -> PredictReport:
     check_files(args.input, args.output, args.input_format)  # before the model loads
     state = process_state()
     loaded = load_adapter(args.adapter_dir, args.model_name, args.max_length, device=state.device)
-    from revmux.precision import prepare_for_serving
+    from revmux.precision import prepare_for_serving, served_quantize
 
-    prepare_for_serving(loaded.model, getattr(args, "quantize", None), getattr(args, "compile", False))
+    prepare_for_serving(loaded.model, served_quantize(getattr(args, "quantize", "auto"), loaded.quantize),
+                        getattr(args, "compile", False))
     trained = loaded.columns
     columns = Columns(text=args.text_column or trained.text,
                       text_pair=args.text_pair_column or trained.text_pair,

@@ -15,6 +15,7 @@ read it, so an adapter is served as it was trained:
 | chat_template    | label-word decoders: the prompt is a user turn in the tokenizer's chat template (absent: False) |
 | run_id           | the training run that wrote the adapter (``revmux.run_dir``)                              |
 | teacher_run_id   | the run that wrote the teacher folder (``teacher/revmux_run.json``), if revmux trained it |
+| quantize         | the precision the adapter was trained for and is served in by default: ``"int8"`` or absent (float32) |
 
 ``adapter_config.json``'s ``base_model_name_or_path`` names the same teacher, so PEFT's
 ``AutoPeftModelFor*.from_pretrained(adapter_dir)`` loads it too (after ``import revmux``).
@@ -56,6 +57,7 @@ class ServingInfo:
     run_id: str | None = None
     teacher_run_id: str | None = None
     chat_template: bool = False
+    quantize: str | None = None
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self):
@@ -73,6 +75,8 @@ class ServingInfo:
         if self.calibration is not None and len(self.calibration) != len(self.label_names):
             raise ServingInfoError(f"calibration has {len(self.calibration)} values for {len(self.label_names)} "
                                    f"classes {self.label_names}; it needs one per class.")
+        if self.quantize not in (None, "int8"):
+            raise ServingInfoError(f"quantize must be 'int8' or absent (float32), got {self.quantize!r}.")
         if self.format_version > FORMAT_VERSION:
             raise ServingInfoError(f"{SERVING_FILE} format {self.format_version} is newer than this revmux reads "
                                    f"({FORMAT_VERSION}); upgrade revmux.")

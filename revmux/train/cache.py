@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from revmux.train.data import Example
+from revmux.train.fake_quant import is_fake_int8
 from revmux.train.heads import ClassificationHead, revmux_tuner, unwrap
 
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -41,9 +42,11 @@ def model_fingerprint(model) -> str:
     """A hash of the model's class, attention implementation and weights (names, shapes and a strided sample of every
     tensor). The config's bookkeeping (its path, versions) is left out, so a teacher saved and loaded again keeps its
     cache; so are the adapters, a trained head copy included (``train_head``: the teacher's head is what the cache
-    reads)."""
+    reads). A model under ``fake_int8`` computes other states, so it has another fingerprint."""
     hf = unwrap(model)
     h = hashlib.sha256(type(hf).__name__.encode())
+    if is_fake_int8(hf):  # states and readouts as int8 serving computes them (revmux.train.fake_quant)
+        h.update(b"fake_int8")
     config = hf.config.get_text_config()
     for key in ("_attn_implementation", "hidden_act", "layer_norm_eps", "rms_norm_eps", "rope_theta", "rope_scaling",
                 "position_embedding_type"):  # what changes a forward besides the weights

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import revmux
@@ -12,6 +13,7 @@ from revmux.errors import RunError
 from revmux.run_dir import is_main_process
 from revmux.train.cache import CachedExamples, PrefixCache, calibration_states, feature_statistics
 from revmux.train.data import Example
+from revmux.train.fake_quant import fake_int8
 from revmux.train.trainer import RevMuxTrainer
 from revmux.tuner.model import HEAD_MODULE_NAMES, has_classification_head
 from revmux.workflow.config import RunConfig
@@ -26,6 +28,8 @@ def train_adapter(config: RunConfig, teacher, head, train: list[Example], output
     and the teacher every step instead), with length-bucketed batches that form new random groups every epoch.
     With ``validation`` examples, the adapter of the best validation epoch is kept and training stops after
     ``config.patience`` epochs without improvement (``adapter_patience``: the plateau schedule only).
+    With ``config.quantize == "int8"`` everything from the calibration to the last step computes as dynamic int8
+    serving will (``revmux.train.fake_quant``); the saved weights stay float32.
 
     Returns:
         (the PeftModel, the trainer, {"prefix": "cached" | "recompute", "cache_seconds", "cache_mb", ...}).
@@ -45,6 +49,20 @@ def train_adapter(config: RunConfig, teacher, head, train: list[Example], output
     if not getattr(teacher, "hf_device_map", None):  # the Trainer's device (a GPU if there is one) also builds
         # the prefix cache and the statistics
         model.to(args.device)
+    with ExitStack() as precision:
+        if config.quantize == "int8":
+            precision.enter_context(fake_int8(model))
+        trainer = _train(config, model, head, train, validation, output_dir, args, facts)
+    facts.update(epochs_run=trainer.state.epoch,
+                 best_validation=trainer.best["accuracy"], best_epoch=trainer.best["epoch"],
+                 validation_history=trainer.validation_history)
+    return model, trainer, facts
+
+
+def _train(config: RunConfig, model, head, train: list[Example], validation: list[Example] | None, output_dir: Path,
+           args, facts: dict) -> RevMuxTrainer:
+    """Calibrate, cache the prefix, train and restore the best epoch; ``facts`` gets the cache's and training's
+    seconds."""
     basis = model.peft_config["default"].composite == "basis"  # "auto" is resolved at injection
     if config.standardize or basis:  # statistics and basis of the frozen backbone's states, from training inputs
         states = calibration_states(model, head, train)
@@ -78,10 +96,8 @@ def train_adapter(config: RunConfig, teacher, head, train: list[Example], output
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume or None)
     trainer.restore_best()
-    facts.update(train_seconds=time.perf_counter() - started, epochs_run=trainer.state.epoch,
-                 best_validation=trainer.best["accuracy"], best_epoch=trainer.best["epoch"],
-                 validation_history=trainer.validation_history)
-    return model, trainer, facts
+    facts["train_seconds"] = time.perf_counter() - started
+    return trainer
 
 
 def trains_head(config: RunConfig, teacher) -> bool:
@@ -152,7 +168,7 @@ def save_adapter(config: RunConfig, muxed, teacher, task, folder: Path, teacher_
     ServingInfo(task=task.name, label_names=task.label_names, max_length=config.max_length, family=teacher.family,
                 teacher=teacher_path, model_class=type(teacher.model).__name__,
                 calibration=calibration_values(teacher.head), run_id=run_id, teacher_run_id=teacher_run_id,
-                chat_template=bool(getattr(teacher.head, "chat", False))).save(folder)
+                chat_template=bool(getattr(teacher.head, "chat", False)), quantize=config.quantize).save(folder)
     if config.train_file is not None:
         save_task(folder, task, Columns(text=config.text_column, text_pair=config.text_pair_column,
                                         label=config.label_column))

@@ -71,6 +71,7 @@ class RunConfig:
     align_last_tokens: bool = True  # RevMuxConfig.align_last_tokens: decoders read every instance at one position
     demux_after: str = "auto"  # RevMuxConfig.demux_after: "final_norm", "last_layer" or "auto"
     composite: str = "auto"  # RevMuxConfig.composite: "blocks", "basis" or "auto" (the family's measured default)
+    quantize: str | None = None  # "int8": train for dynamic int8 serving (revmux.train.fake_quant), served so by default
     chat_template: str = "auto"  # label-word decoders: "on", "off", "auto" (the tokenizer's chat template if it has one)
     head: str = "auto"  # decoders: "label_words" (zero-shot LM head), "classifier" (trained score head), "auto"
     ignore_mismatched_sizes: bool = False  # a classifier checkpoint with another label count: new head
@@ -125,6 +126,9 @@ class RunConfig:
                 raise RunError(f"{name} must be a non-empty string, got {getattr(self, name)!r}.")
         if self.model_type not in MUX_TYPES:
             raise RunError(f"model_type must be one of {', '.join(MUX_TYPES)}, got {self.model_type!r}.")
+        if self.quantize not in (None, "int8"):
+            raise RunError(f"quantize must be int8 (train for int8 serving) or left out (float32), got "
+                           f"{self.quantize!r}.")
         if self.composite not in ("auto", *COMPOSITES):
             raise RunError(f"composite must be one of auto, {', '.join(COMPOSITES)}, got {self.composite!r}.")
         if self.composite == "basis" and self.model_type == "adapter":

@@ -11,7 +11,11 @@ from revmux.loading import load_model, model_family, resolve_model_path
 
 
 def evaluate_run(config: RunConfig, muxed, head, task: TaskSpec, splits: dict) -> dict:
-    """Teacher (adapter disabled, N = 1) and RevMUX (``pairings`` random pairings) on dev and held-out."""
+    """Teacher (adapter disabled, N = 1) and RevMUX (``pairings`` random pairings) on dev and held-out, in the
+    precision the adapter was trained for (``config.quantize``: int8 quantizes ``muxed`` in place)."""
+    from revmux.precision import prepare_for_serving
+
+    prepare_for_serving(muxed, config.quantize)
     batch = config.eval_batch_size or config.batch_size
     f1 = task.name == "mrpc"
     metrics = {}
@@ -63,9 +67,10 @@ def evaluate_saved(args) -> dict:
     family = model_family(teacher_path)
     base, tokenizer = load_model(teacher_path, family, len(task.label_names))
     muxed = PeftModel.from_pretrained(base, args.adapter_dir).eval()
-    from revmux.precision import prepare_for_serving
+    from revmux.precision import prepare_for_serving, served_quantize
 
-    prepare_for_serving(muxed, getattr(args, "quantize", None), getattr(args, "compile", False))
+    prepare_for_serving(muxed, served_quantize(getattr(args, "quantize", "auto"), info.quantize if info else None),
+                        getattr(args, "compile", False))
     head = head_for(muxed, tokenizer, task, max_length, chat_template=info is not None and info.chat_template)
     if info is not None and info.calibration is not None:
         head.set_calibration(info.calibration)  # the one training used
