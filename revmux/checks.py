@@ -101,8 +101,10 @@ def check_run(config) -> None:
         raise RunError(f"teacher_dir {config.teacher_dir!r} is not a model folder (no config.json); pass the "
                        f"teacher/ folder a previous run saved, or leave it out to train one.")
     source = config.teacher_dir or resolve_model_path(config.model_name, config.cache_dir)
+    # (standardize None is resolved by family once the teacher is loaded: RunConfig.for_family; either value fits)
     check_model(source, len(task.label_names), config.compose_size, config.combine_first,
-                config.max_length, mux_type=config.model_type, standardize=config.standardize, composite=config.composite,
+                config.max_length, mux_type=config.model_type, standardize=bool(config.standardize),
+                composite=config.composite,
                 coupling_hidden_size=config.coupling_hidden_size, demux_hidden_size=config.demux_hidden_size)
     classifies_with_head(model_family(source), source, config.head)  # --head fits the checkpoint
     check_head_size(source, len(task.label_names), config.ignore_mismatched_sizes and config.teacher_dir is None)

@@ -178,9 +178,12 @@ def _add_train_arguments(p: argparse.ArgumentParser, grid: bool = False) -> None
                    help="storage dtype of the cached layer-K states")
     p.add_argument("--cache_memory_mb", type=float, default=d["cache_memory_mb"],
                    help="a prefix cache larger than this is memory-mapped from disk instead of read into memory")
-    p.add_argument("--standardize", action="store_true",
+    p.add_argument("--standardize", action="store_true", default=None,
                    help="standardise the states the multiplexer mixes and restores with statistics of the frozen "
-                        "backbone (for decoder LLMs, whose residual streams carry massive activations)")
+                        "backbone (default: on for decoder LLMs, whose residual streams carry massive activations; "
+                        "off for encoders and T5)")
+    p.add_argument("--no_standardize", dest="standardize", action="store_false",
+                   help="never standardise, decoders included")
     p.add_argument("--head", default=d["head"], choices=("auto", "label_words", "classifier"),
                    help="decoders: 'label_words' reads the label words with the LM head (zero-shot, calibrated); "
                    "'classifier' adds a sequence-classification head trained as the N=1 teacher; 'auto': a "

@@ -46,6 +46,7 @@ def test_train_then_eval_every_family(tmp_path, model):
         assert 0.0 <= metrics[key]["accuracy"] <= 1.0
     assert len(metrics["revmux_dev"]["accuracies"]) == 2
     assert metrics["config"]["compose_size"] == 2 and metrics["combine_first"] == 2
+    assert metrics["config"]["standardize"] is (model == "tiny-llama")  # decoders standardise by default
 
     teacher = save / "teacher"  # also for the zero-shot tiny decoder: its random weights are saved with the run
     output = tmp_path / "eval.json"

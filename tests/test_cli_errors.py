@@ -116,6 +116,19 @@ def test_run_config_rejects_booleans_and_wrong_types():
             RunConfig(**{**base, field: value})
 
 
+def test_standardize_defaults_by_family_and_the_flags_override_it():
+    args = ["train", "--task_name", "sst-2", "--model_name", "m", "--data_dir", "d", "--save_dir", "s"]
+    parse = build_parser().parse_args
+    assert [parse(args + flag).standardize for flag in ([], ["--standardize"], ["--no_standardize"])] == \
+        [None, True, False]
+    base = RunConfig(task_name="sst-2", model_name="m", data_dir="d", save_dir="s")
+    assert (base.for_family("decoder").standardize, base.for_family("encoder").standardize) == (True, False)
+    for chosen in (True, False):
+        assert RunConfig(**{**base.__dict__, "standardize": chosen}).for_family("decoder").standardize is chosen
+    with pytest.raises(RunError, match="standardize must be True or False"):
+        RunConfig(task_name="sst-2", model_name="m", data_dir="d", save_dir="s", standardize="yes")
+
+
 @pytest.mark.parametrize("field, value", [("combine_first", True), ("coupling_hidden_size", True),
                                           ("dropout", "0.1")])
 def test_revmux_config_rejects_booleans_and_strings(field, value):

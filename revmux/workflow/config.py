@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from revmux import assets
 from revmux.errors import RunError
@@ -67,7 +67,7 @@ class RunConfig:
     cache_dtype: str = "float32"  # storage of the cached layer-K states: float32, float16, bfloat16
     cache_memory_mb: float = 4096  # larger caches stay memory-mapped on disk
     length_buckets: bool = True  # cached path: batches of similar lengths (transformers' group_by_length sampler)
-    standardize: bool = False  # RevMuxConfig.standardize: for decoder LLMs (massive activations)
+    standardize: bool | None = None  # RevMuxConfig.standardize; None: decoders do (massive activations), others not
     align_last_tokens: bool = True  # RevMuxConfig.align_last_tokens: decoders read every instance at one position
     demux_after: str = "auto"  # RevMuxConfig.demux_after: "final_norm", "last_layer" or "auto"
     composite: str = "auto"  # RevMuxConfig.composite: "blocks", "basis" or "auto" (the family's measured default)
@@ -177,8 +177,15 @@ class RunConfig:
                                "state_weight > 0; set one, or warmup_epochs 0.")
         for name in ("recompute_prefix", "length_buckets", "standardize", "align_last_tokens", "resume",
                      "save_checkpoints", "ignore_mismatched_sizes"):
-            if not isinstance(getattr(self, name), bool):
+            if not isinstance(getattr(self, name), bool) and not (name == "standardize" and self.standardize is None):
                 raise RunError(f"{name} must be True or False, got {getattr(self, name)!r}.")
+
+    def for_family(self, family: str) -> RunConfig:
+        """This config with what depends on the model's family resolved: ``standardize`` None is True for decoders
+        (every decoder row in docs/results.md was measured standardised) and False otherwise."""
+        if self.standardize is not None:
+            return self
+        return replace(self, standardize=family == "decoder")
 
 
 def _is_int(value) -> bool:

@@ -48,6 +48,7 @@ def run_training(config: RunConfig, report: bool = True) -> dict:
         else:
             teacher_path, teacher_run_id = absolute_model_path(teacher.source), run_dir.run_id_of(teacher.source)
         teacher.model.eval()
+        config = config.for_family(teacher.family)
 
         print(f"[revmux] training {config.model_type} at N={config.compose_size} on the frozen teacher")
         started = time.perf_counter()

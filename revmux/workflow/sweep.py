@@ -201,7 +201,7 @@ def _train_cell(sweep: SweepConfig, cell: tuple[str, int, int], teacher: Teacher
     """Train, save and evaluate one cell; returns what ``cell.json`` records."""
     model_type, k, n = cell
     config = replace(sweep.run, model_type=model_type, combine_first=k, compose_size=n, save_dir=str(folder),
-                     save_checkpoints=False, resume=False)
+                     save_checkpoints=False, resume=False).for_family(teacher.family)
     started = time.perf_counter()
     muxed, trainer, facts = train_adapter(config, teacher.model, teacher.head, splits["train"], folder / "checkpoints",
                                           validation=splits["validation"])
