@@ -15,6 +15,7 @@ from revmux.train.cache import CachedExamples, PrefixCache, calibration_states, 
 from revmux.train.data import Example
 from revmux.train.fake_quant import fake_int8
 from revmux.train.trainer import RevMuxTrainer
+from revmux.tuner.architectures import plan_injection
 from revmux.tuner.model import HEAD_MODULE_NAMES, has_classification_head
 from revmux.workflow.config import RunConfig
 from revmux.workflow.schedule import training_arguments
@@ -35,6 +36,8 @@ def train_adapter(config: RunConfig, teacher, head, train: list[Example], output
         (the PeftModel, the trainer, {"prefix": "cached" | "recompute", "cache_seconds", "cache_mb", ...}).
     """
     teacher.requires_grad_(False)
+    if config.standardize is None:  # the family's default (run and sweep resolve it from the teacher already)
+        config = config.for_family(plan_injection(teacher, None, config.compose_size, config.combine_first).family)
     mux_config = revmux.RevMuxConfig(compose_size=config.compose_size, combine_first=config.combine_first,
                                      mux_type=config.model_type, standardize=config.standardize,
                                      align_last_tokens=config.align_last_tokens, demux_after=config.demux_after,
